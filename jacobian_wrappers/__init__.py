@@ -1,0 +1,50 @@
+"""Exact step Jacobians of MuJoCo Playground (MJX) envs for Gymnasium and SB3.
+
+Importing this package registers ``Playground/<Task>-v0`` with Gymnasium for
+every DM Control Suite task, so ``gym.make("Playground/CheetahRun-v0")`` works.
+On a machine without a display, ``MUJOCO_GL`` defaults to ``egl`` so that
+``render_mode="rgb_array"`` can find an OpenGL context.
+"""
+
+import os as _os
+
+if not _os.environ.get("DISPLAY"):
+    _os.environ.setdefault("MUJOCO_GL", "egl")
+
+from jacobian_wrappers._precision import PRECISIONS
+from jacobian_wrappers.compilation_cache import (
+    default_cache_dir,
+    enable_compilation_cache,
+)
+from jacobian_wrappers.jacobian_wrapper import DEFAULT_INFO_KEYS, JacobianWrapper
+from jacobian_wrappers.playground_env import PlaygroundEnv, StepJacobians
+from jacobian_wrappers.registry import (
+    STUDY_ENVS,
+    available_envs,
+    gym_id,
+    register_gymnasium_envs,
+)
+from jacobian_wrappers.simulator import Simulator, Transition, get_simulator
+from jacobian_wrappers.state_space import StateSpace
+from jacobian_wrappers.vec_env import PlaygroundVecEnv
+
+register_gymnasium_envs()
+
+__all__ = [
+    "DEFAULT_INFO_KEYS",
+    "PRECISIONS",
+    "STUDY_ENVS",
+    "JacobianWrapper",
+    "PlaygroundEnv",
+    "PlaygroundVecEnv",
+    "Simulator",
+    "StateSpace",
+    "StepJacobians",
+    "Transition",
+    "available_envs",
+    "default_cache_dir",
+    "enable_compilation_cache",
+    "get_simulator",
+    "gym_id",
+    "register_gymnasium_envs",
+]

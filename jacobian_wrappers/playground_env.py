@@ -1,0 +1,243 @@
+"""A Gymnasium env around a MuJoCo Playground (MJX) DM Control Suite task."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import jax
+import numpy as np
+from gymnasium import spaces
+
+from jacobian_wrappers._validation import check_array
+from jacobian_wrappers.simulator import Simulator, get_simulator
+
+__all__ = ["PlaygroundEnv", "StepJacobians"]
+
+
+@dataclass(frozen=True)
+class StepJacobians:
+    """The transition just taken, with its exact Jacobians (numpy arrays).
+
+    Attributes:
+        state: ``s_t``, shape ``(d_s,)``.
+        next_state: ``s_{t+1}``, shape ``(d_s,)``.
+        jacobian_state: ``d s_{t+1} / d s_t``, shape ``(d_t, d_t)``.
+        jacobian_action: ``d s_{t+1} / d a_t``, shape ``(d_t, d_a)``.
+        finite: Whether both Jacobians are all finite.
+    """
+
+    state: np.ndarray
+    next_state: np.ndarray
+    jacobian_state: np.ndarray
+    jacobian_action: np.ndarray
+    finite: bool
+
+
+class PlaygroundEnv(gym.Env):
+    """A Playground DM Control Suite task as a ``gymnasium.Env``.
+
+    The MJX implementation is forced to ``jax`` so the step can be
+    differentiated; ``reset`` and ``step`` are jitted once per process and task.
+    Wrap it in :class:`~jacobian_wrappers.JacobianWrapper` to get the exact
+    Jacobians of every step in ``info``.
+
+    Args:
+        env_name: Task name, e.g. ``"CheetahRun"`` (see ``available_envs()``).
+        seed: Seed of the first ``reset`` when ``reset`` is given none.
+        precision: ``"float32"`` (default, for training) or ``"float64"`` (runs
+            this env under JAX x64; use it for zero tests such as ``|J| < 1e-15``).
+        episode_length: Steps until ``truncated``; Playground's configured
+            default (1000) when ``None``.
+        config_overrides: Playground config overrides (``impl`` must stay ``jax``).
+        render_mode: ``None`` or ``"rgb_array"`` (needs OpenGL: EGL or OSMesa).
+        compilation_cache: JAX persistent cache directory, ``None`` for the
+            default, ``False`` for off (see ``enable_compilation_cache``).
+
+    Raises:
+        ValueError: Unknown ``env_name``, ``precision`` or ``render_mode``, or
+            ``episode_length < 1``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+
+    def __init__(
+        self,
+        env_name: str,
+        *,
+        seed: int | None = None,
+        precision: str = "float32",
+        episode_length: int | None = None,
+        config_overrides: dict[str, Any] | None = None,
+        render_mode: str | None = None,
+        compilation_cache: Any = None,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.sim: Simulator = get_simulator(
+            env_name, precision, config_overrides, compilation_cache
+        )
+        if episode_length is None:
+            episode_length = self.sim.episode_length
+        if int(episode_length) < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self.env_name = env_name
+        self.precision = precision
+        self.episode_length = int(episode_length)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.sim.dt)}
+        dtype = self.sim.dtype
+        self.observation_space = spaces.Box(
+            -np.inf, np.inf, shape=(self.sim.observation_size,), dtype=dtype
+        )
+        self.action_space = spaces.Box(self.sim.action_low, self.sim.action_high, dtype=dtype)
+        self.state_labels: tuple[str, ...] = self.sim.space.labels
+        self.tangent_labels: tuple[str, ...] = self.sim.space.tangent_labels
+        self.action_labels: tuple[str, ...] = self.sim.action_labels
+        #: Switched on by JacobianWrapper: compute ``last_jacobians`` in ``step``.
+        self.compute_jacobians = False
+        self.last_jacobians: StepJacobians | None = None
+        self._seed = seed
+        self._key: jax.Array | None = None
+        self._state: Any = None
+        self._obs: np.ndarray | None = None
+        self._elapsed = 0
+        self._renderer = None
+        if render_mode == "rgb_array":
+            self._renderer = self._make_renderer()
+
+    # ---------------------------------------------------------------- state
+    @property
+    def dt(self) -> float:
+        """Seconds of simulated time per control step."""
+        return self.sim.dt
+
+    @property
+    def state(self) -> np.ndarray:
+        """Ground-truth state ``s = concat(qpos, qvel, act)`` (SPEC section 2)."""
+        self._check_reset()
+        return np.array(self.sim.space.get(self._state.data))
+
+    @property
+    def mjx_state(self) -> Any:
+        """The Playground ``State`` pytree (JAX arrays) of the current step."""
+        self._check_reset()
+        return self._state
+
+    def set_state(self, s: np.ndarray) -> np.ndarray:
+        """Put the simulator at ground-truth state ``s``; returns the new observation.
+
+        Derived quantities (positions of bodies, contacts) follow at the next step.
+
+        Raises:
+            ValueError: If ``s`` has the wrong shape or is not finite.
+        """
+        self._check_reset()
+        arr = check_array(s, (self.sim.space.dim,), self.sim.dtype, name="state")
+        with self.sim.scope():
+            data = self.sim.space.set(self._state.data, jax.numpy.asarray(arr))
+            self._state = self._state.replace(data=data)
+        return self._obs
+
+    def _check_reset(self) -> None:
+        if self._state is None:
+            raise gym.error.ResetNeeded("Call reset() before using the env's state.")
+
+    # ------------------------------------------------------------ gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; ``seed`` makes it reproducible (``PRNGKey(seed)``)."""
+        super().reset(seed=seed)
+        if seed is None and self._key is None:
+            seed = self._seed
+        if seed is None and self._key is None:
+            seed = int(self.np_random.integers(2**31 - 1))
+        with self.sim.scope():
+            if seed is not None:
+                key = jax.random.PRNGKey(seed)
+            else:
+                self._key, key = jax.random.split(self._key)
+            if seed is not None:
+                self._key = key
+            self._state = self.sim.reset(key)
+        self._elapsed = 0
+        self.last_jacobians = None
+        self._obs = np.asarray(self._state.obs)
+        return self._obs.copy(), {}
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Advance one control step.
+
+        A step whose state or observation turns non-finite is reported with
+        ``info["nonfinite"] = True`` and ``truncated = True``; the observation
+        returned is then the last finite one, never a NaN.
+
+        Raises:
+            ValueError: If ``action`` has the wrong shape or holds NaN/inf.
+        """
+        self._check_reset()
+        action = check_array(action, self.action_space.shape, self.sim.dtype)
+        fn = self.sim.step_jacobian if self.compute_jacobians else self.sim.step
+        out = fn(self._state, action)
+        s, s_next, obs, reward, done, finite = jax.device_get(
+            (out.s, out.s_next, out.state.obs, out.state.reward, out.state.done, out.finite)
+        )
+        self._elapsed += 1
+        info: dict[str, Any] = {}
+        terminated = bool(done) and bool(finite)
+        truncated = self._elapsed >= self.episode_length
+        if finite:
+            self._state, self._obs = out.state, obs
+        else:
+            info["nonfinite"] = True
+            truncated = True
+        if self.compute_jacobians:
+            jac = np.asarray(out.jacobian)
+            d_t = self.sim.space.tangent_dim
+            self.last_jacobians = StepJacobians(
+                state=s,
+                next_state=s_next,
+                jacobian_state=jac[:, :d_t],
+                jacobian_action=jac[:, d_t:],
+                finite=bool(np.isfinite(jac).all()),
+            )
+        return self._obs.copy(), float(reward), terminated, truncated, info
+
+    # ------------------------------------------------------------ render
+    def _make_renderer(self):
+        import mujoco
+
+        try:
+            return mujoco.Renderer(self.sim.env.mj_model, height=240, width=320)
+        except Exception as err:  # mujoco raises several types for a missing GL
+            raise RuntimeError(
+                "render_mode='rgb_array' needs an OpenGL context, and none could be "
+                f"created with MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')!r} ({err}). "
+                "On a headless machine set MUJOCO_GL=egl (or osmesa) before importing "
+                "mujoco, or pass render_mode=None."
+            ) from err
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame ``(240, 320, 3)`` of the current state, or ``None``."""
+        if self._renderer is None:
+            return None
+        import mujoco
+        from mujoco import mjx
+
+        self._check_reset()
+        model = self.sim.env.mj_model
+        data = mjx.get_data(model, self._state.data)
+        mujoco.mj_forward(model, data)
+        self._renderer.update_scene(data, camera=0 if model.ncam > 0 else -1)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        """Free the renderer."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

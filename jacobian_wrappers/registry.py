@@ -1,0 +1,68 @@
+"""Which Playground tasks are supported, and their Gymnasium registration."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+__all__ = [
+    "GYM_NAMESPACE",
+    "STUDY_ENVS",
+    "available_envs",
+    "check_env_name",
+    "gym_id",
+    "register_gymnasium_envs",
+]
+
+GYM_NAMESPACE = "Playground"
+
+#: The eight environments of the study (SPEC section 2).
+STUDY_ENVS: tuple[str, ...] = (
+    "BallInCup",
+    "CartpoleBalance",
+    "CheetahRun",
+    "ReacherHard",
+    "FingerSpin",
+    "FingerTurnEasy",
+    "WalkerRun",
+    "SwimmerSwimmer6",
+)
+
+
+def available_envs() -> tuple[str, ...]:
+    """Names of every DeepMind Control Suite task in Playground's registry."""
+    from mujoco_playground import dm_control_suite
+
+    return tuple(dm_control_suite.ALL_ENVS)
+
+
+def check_env_name(env_name: str) -> str:
+    """Return ``env_name`` if Playground's DM Control Suite has it.
+
+    Raises:
+        ValueError: If it does not; the message lists the available names.
+    """
+    names = available_envs()
+    if env_name not in names:
+        raise ValueError(
+            f"Unknown Playground env {env_name!r}. Available DM Control Suite envs: "
+            f"{', '.join(names)}"
+        )
+    return env_name
+
+
+def gym_id(env_name: str) -> str:
+    """Gymnasium id of a task, e.g. ``"Playground/CheetahRun-v0"``."""
+    return f"{GYM_NAMESPACE}/{env_name}-v0"
+
+
+def register_gymnasium_envs() -> None:
+    """Register ``Playground/<Task>-v0`` for every DM Control Suite task (idempotent)."""
+    for name in available_envs():
+        if gym_id(name) in gym.registry:
+            continue
+        # No TimeLimit wrapper: PlaygroundEnv truncates at its own episode_length.
+        gym.register(
+            id=gym_id(name),
+            entry_point="jacobian_wrappers.playground_env:PlaygroundEnv",
+            kwargs={"env_name": name},
+        )

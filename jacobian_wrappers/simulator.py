@@ -1,0 +1,207 @@
+"""Pure, compiled MJX dynamics of one Playground task, with exact step Jacobians.
+
+A :class:`Simulator` is shared by every env of the same task, precision and
+config in a process (:func:`get_simulator`), so each program compiles once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jacobian_wrappers._precision import check_precision, numpy_dtype, precision_scope
+from jacobian_wrappers.compilation_cache import enable_compilation_cache
+from jacobian_wrappers.registry import check_env_name
+from jacobian_wrappers.state_space import StateSpace
+
+__all__ = ["Simulator", "Transition", "get_simulator"]
+
+
+class Transition(NamedTuple):
+    """One control step, as JAX arrays (batched along axis 0 under ``vmap``).
+
+    Attributes:
+        state: Playground ``State`` after the step (``obs``, ``reward``, ``done``).
+        s: Ground-truth state before the step, ``(d_s,)``.
+        s_next: Ground-truth state after the step, ``(d_s,)``.
+        jacobian: ``[J_s | J_a]``, shape ``(d_t, d_t + d_a)`` with ``d_t`` the tangent
+            dimension, or ``None`` when not computed.
+        finite: Whether ``s_next`` and the observation are all finite.
+    """
+
+    state: Any
+    s: jax.Array
+    s_next: jax.Array
+    jacobian: jax.Array | None
+    finite: jax.Array
+
+
+def _strong(tree: Any) -> Any:
+    """Drop weak types so a state fed back into a jitted step never recompiles it."""
+    return jax.tree.map(lambda x: x.astype(x.dtype) if isinstance(x, jax.Array) else x, tree)
+
+
+def _scoped(fn: Callable, precision: str) -> Callable:
+    """``fn`` run inside the precision scope (tracing, compiling and executing)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with precision_scope(precision):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Simulator:
+    """Compiled ``reset``/``step`` of a Playground DM Control Suite task.
+
+    Args:
+        env_name: Task name in Playground's DM Control Suite registry.
+        precision: ``"float32"`` or ``"float64"`` (runs under JAX x64).
+        config_overrides: Playground config overrides; ``impl`` is forced to
+            ``"jax"`` (``warp`` cannot be differentiated).
+        compilation_cache: See :func:`enable_compilation_cache`.
+
+    Attributes:
+        env: The Playground ``MjxEnv``.
+        space: Layout of the ground-truth state.
+        reset: Jitted ``key -> State``.
+        step: Jitted ``(State, action) -> Transition`` without Jacobian.
+        step_jacobian: Jitted ``(State, action) -> Transition`` with Jacobian.
+        batch_reset: Jitted, vmapped ``reset``.
+    """
+
+    def __init__(
+        self,
+        env_name: str,
+        precision: str = "float32",
+        config_overrides: dict[str, Any] | None = None,
+        compilation_cache: Any = None,
+    ) -> None:
+        from mujoco_playground import registry
+
+        self.env_name = check_env_name(env_name)
+        self.precision = check_precision(precision)
+        overrides = dict(config_overrides or {})
+        impl = overrides.setdefault("impl", "jax")
+        if impl != "jax":
+            raise ValueError(
+                f"config_overrides['impl'] must be 'jax' (the differentiable MJX "
+                f"implementation), got {impl!r}"
+            )
+        self.config_overrides = overrides
+        enable_compilation_cache(compilation_cache)
+        with precision_scope(precision):
+            self.env = registry.load(env_name, config_overrides=overrides)
+        model = self.env.mj_model
+        self.space = StateSpace.from_model(model)
+        self.dtype = numpy_dtype(precision)
+        self.action_size = int(self.env.action_size)
+        # Playground's observation_size runs an un-jitted reset (slow): trace shapes instead.
+        with precision_scope(precision):
+            shapes = jax.eval_shape(self.env.reset, jax.random.PRNGKey(0))
+        self.observation_size = int(np.prod(shapes.obs.shape))
+        self.episode_length = int(self.env._config.episode_length)
+        self.dt = float(self.env.dt)
+        limited = model.actuator_ctrllimited.astype(bool)
+        ranges = np.where(limited[:, None], model.actuator_ctrlrange, [-1.0, 1.0])
+        self.action_low = ranges[:, 0].astype(self.dtype)
+        self.action_high = ranges[:, 1].astype(self.dtype)
+
+        self.reset = _scoped(jax.jit(self._reset), precision)
+        self.step = _scoped(jax.jit(functools.partial(self.transition, jacobian=False)), precision)
+        self.step_jacobian = _scoped(
+            jax.jit(functools.partial(self.transition, jacobian=True)), precision
+        )
+        self.batch_reset = _scoped(jax.jit(jax.vmap(self._reset)), precision)
+
+    @property
+    def action_labels(self) -> tuple[str, ...]:
+        """Actuator names, one per action element."""
+        import mujoco
+
+        m = self.env.mj_model
+        return tuple(
+            mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"actuator{i}"
+            for i in range(m.nu)
+        )
+
+    def scope(self):
+        """Context manager that runs JAX code at this simulator's precision."""
+        return precision_scope(self.precision)
+
+    def scoped(self, fn: Callable) -> Callable:
+        """``fn`` wrapped to run (trace, compile, execute) at this precision."""
+        return _scoped(fn, self.precision)
+
+    def _reset(self, key: jax.Array) -> Any:
+        return _strong(self.env.reset(key))
+
+    def transition(self, state: Any, action: jax.Array, jacobian: bool) -> Transition:
+        """One control step from ``state`` (pure; ``jit``/``vmap`` it).
+
+        The Jacobian is ``jax.jacfwd`` through the whole un-wrapped Playground
+        ``step`` (all substeps, action written to the controls), in the tangent
+        space of :class:`StateSpace`; the primal step comes out of the same pass.
+        Forward mode also differentiates through the solver's while loops.
+
+        Args:
+            state: Playground ``State``.
+            action: Action, shape ``(d_a,)``.
+            jacobian: Whether to compute ``[J_s | J_a]``.
+        """
+        space = self.space
+        action = action.astype(state.obs.dtype)
+        s = space.get(state.data)
+        if not jacobian:
+            new = self.env.step(state, action)
+            s_next, jac = space.get(new.data), None
+        else:
+
+            def step_from(x: jax.Array) -> tuple[jax.Array, Any]:
+                s_in = space.perturb(s, x[: space.tangent_dim])
+                new = self.env.step(
+                    state.replace(data=space.set(state.data, s_in)),
+                    action + x[space.tangent_dim :],
+                )
+                s_out = space.get(new.data)
+                return space.difference(jax.lax.stop_gradient(s_out), s_out), (new, s_out)
+
+            x0 = jnp.zeros(space.tangent_dim + self.action_size, dtype=s.dtype)
+            jac, (new, s_next) = jax.jacfwd(step_from, has_aux=True)(x0)
+        finite = jnp.isfinite(s_next).all() & jnp.isfinite(new.obs).all()
+        return Transition(_strong(new), s, s_next, jac, finite)
+
+
+@functools.cache
+def _cached(env_name: str, precision: str, overrides_json: str) -> Simulator:
+    return Simulator(env_name, precision, json.loads(overrides_json))
+
+
+def get_simulator(
+    env_name: str,
+    precision: str = "float32",
+    config_overrides: dict[str, Any] | None = None,
+    compilation_cache: Any = None,
+) -> Simulator:
+    """The process-wide :class:`Simulator` for these arguments (built once).
+
+    Raises:
+        ValueError: Unknown ``env_name`` or ``precision``, or ``impl`` other than ``jax``.
+    """
+    check_env_name(env_name)
+    check_precision(precision)
+    enable_compilation_cache(compilation_cache)
+    try:
+        key = json.dumps(dict(config_overrides or {}), sort_keys=True)
+    except TypeError as err:
+        raise ValueError(
+            f"config_overrides must be JSON-serialisable, got {config_overrides!r}"
+        ) from err
+    return _cached(env_name, precision, key)

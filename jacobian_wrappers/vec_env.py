@@ -1,0 +1,280 @@
+"""``PlaygroundVecEnv``: many Playground envs, their steps and Jacobians in one jitted call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
+
+from jacobian_wrappers._validation import check_array
+from jacobian_wrappers.jacobian_wrapper import DEFAULT_INFO_KEYS
+from jacobian_wrappers.simulator import Simulator, get_simulator
+
+__all__ = ["PlaygroundVecEnv"]
+
+
+def _select(mask: jax.Array, a: Any, b: Any) -> Any:
+    """Per env (axis 0), leaves of ``a`` where ``mask`` else leaves of ``b``."""
+
+    def pick(x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
+
+    return jax.tree.map(pick, a, b)
+
+
+class PlaygroundVecEnv(VecEnv):
+    """``n_envs`` copies of a Playground task as one Stable-Baselines3 ``VecEnv``.
+
+    Every ``step`` is one jitted, vmapped call that computes the next states,
+    rewards, dones and, on steps chosen by ``jacobian_every``, the exact
+    Jacobians of all envs, *before* auto-reset, so a done step reports its real
+    last transition. Auto-reset happens inside the same call (a ``lax.cond``
+    that costs nothing on steps without a done) and follows SB3's contract:
+    ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]``.
+
+    On steps with Jacobians, ``infos[i]`` carries the keys of
+    :class:`~jacobian_wrappers.JacobianWrapper` (``"state"``, ``"next_state"``,
+    ``"jacobian_state"``, ``"jacobian_action"``); on other steps they are absent.
+    A step whose state turns non-finite sets ``infos[i]["nonfinite"] = True``,
+    ends the episode as truncated and resets that env; its
+    ``terminal_observation`` is the last finite observation.
+
+    Env ``i`` is seeded like ``PlaygroundEnv(seed=seed + i)``; later episodes
+    split that key, as the single env does.
+
+    Args:
+        env_name: Task name, e.g. ``"CheetahRun"``.
+        n_envs: Number of environments (>= 1).
+        seed: Seed of env 0; env ``i`` gets ``seed + i``.
+        jacobians: Whether to compute Jacobians at all.
+        precision: ``"float32"`` or ``"float64"``.
+        jacobian_every: Compute Jacobians on every ``jacobian_every``-th step
+            (counting from the first step after construction).
+        config_overrides: Playground config overrides (``impl`` stays ``jax``).
+        episode_length: Steps until truncation; Playground's default when ``None``.
+        compilation_cache: See ``enable_compilation_cache``.
+
+    Raises:
+        ValueError: ``n_envs < 1``, ``jacobian_every < 1``, unknown ``precision``
+            or ``env_name``.
+    """
+
+    def __init__(
+        self,
+        env_name: str,
+        n_envs: int,
+        *,
+        seed: int = 0,
+        jacobians: bool = True,
+        precision: str = "float32",
+        jacobian_every: int = 1,
+        config_overrides: dict[str, Any] | None = None,
+        episode_length: int | None = None,
+        compilation_cache: Any = None,
+    ) -> None:
+        if int(n_envs) < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        if int(jacobian_every) < 1:
+            raise ValueError(f"jacobian_every must be >= 1, got {jacobian_every}")
+        self.sim: Simulator = get_simulator(
+            env_name, precision, config_overrides, compilation_cache
+        )
+        if episode_length is None:
+            episode_length = self.sim.episode_length
+        if int(episode_length) < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self.env_name = env_name
+        self.precision = precision
+        self.jacobians = bool(jacobians)
+        self.jacobian_every = int(jacobian_every)
+        self.episode_length = int(episode_length)
+        self.state_labels: tuple[str, ...] = self.sim.space.labels
+        self.tangent_labels: tuple[str, ...] = self.sim.space.tangent_labels
+        self.action_labels: tuple[str, ...] = self.sim.action_labels
+        self.render_mode = None
+        dtype = self.sim.dtype
+        obs_space = spaces.Box(-np.inf, np.inf, shape=(self.sim.observation_size,), dtype=dtype)
+        act_space = spaces.Box(self.sim.action_low, self.sim.action_high, dtype=dtype)
+        super().__init__(int(n_envs), obs_space, act_space)
+        self._base_seed = int(seed)
+        self._step_count = 0
+        self._actions: np.ndarray | None = None
+        self._state: Any = None
+        self._keys: jax.Array | None = None
+        self._elapsed: jax.Array | None = None
+        self._obs: np.ndarray | None = None
+        self._step_fns = {
+            flag: self.sim.scoped(jax.jit(self._make_step(flag))) for flag in (False, True)
+        }
+
+    # ---------------------------------------------------------- the one call
+    def _make_step(self, with_jacobian: bool):
+        sim, limit = self.sim, self.episode_length
+
+        def step(state: Any, keys: jax.Array, elapsed: jax.Array, actions: jax.Array):
+            out = jax.vmap(lambda st, a: sim.transition(st, a, with_jacobian))(state, actions)
+            elapsed = elapsed + 1
+            terminated = (out.state.done > 0) & out.finite
+            truncated = (elapsed >= limit) | ~out.finite
+            done = terminated | truncated
+            # A non-finite step keeps the last finite observation as its terminal one.
+            terminal_obs = jnp.where(out.finite[:, None], out.state.obs, state.obs)
+
+            def reset_done(args):
+                new_state, keys = args
+                split = jax.vmap(jax.random.split)(keys)
+                fresh = jax.vmap(sim._reset)(split[:, 1])
+                return _select(done, fresh, new_state), jnp.where(done[:, None], split[:, 0], keys)
+
+            new_state, keys = jax.lax.cond(
+                done.any(), reset_done, lambda args: args, (out.state, keys)
+            )
+            elapsed = jnp.where(done, 0, elapsed)
+            host = {
+                "obs": new_state.obs,
+                "reward": out.state.reward,
+                "terminated": terminated,
+                "truncated": truncated,
+                "terminal_obs": terminal_obs,
+                "finite": out.finite,
+                "s": out.s,
+                "s_next": out.s_next,
+            }
+            if with_jacobian:
+                host["jacobian"] = out.jacobian
+            return new_state, keys, elapsed, host
+
+        return step
+
+    # ------------------------------------------------------------ VecEnv API
+    def reset(self) -> VecEnvObs:
+        """Reset every env; seeds given to ``seed()`` apply to this reset only."""
+        seeds = [
+            s if s is not None else (self._base_seed + i if self._keys is None else None)
+            for i, s in enumerate(self._seeds)
+        ]
+        with self.sim.scope():
+            if self._keys is None or all(s is not None for s in seeds):
+                keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+                reset_keys = keys
+            else:
+                split = jax.vmap(jax.random.split)(self._keys)
+                keys, reset_keys = split[:, 0], split[:, 1]
+                for i, s in enumerate(seeds):
+                    if s is not None:
+                        keys = keys.at[i].set(jax.random.PRNGKey(s))
+                        reset_keys = reset_keys.at[i].set(keys[i])
+            self._state = self.sim.batch_reset(reset_keys)
+            self._keys = keys
+            self._elapsed = jnp.zeros(self.num_envs, dtype=jnp.int32)
+        self._reset_seeds()
+        self._reset_options()
+        self._obs = np.asarray(self._state.obs)
+        return self._obs.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Store the actions for ``step_wait``.
+
+        Raises:
+            ValueError: If ``actions`` is not ``(n_envs, d_a)`` or holds NaN/inf.
+        """
+        shape = (self.num_envs, *self.action_space.shape)
+        self._actions = check_array(actions, shape, self.sim.dtype, name="actions")
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Run the jitted step of all envs; see the class docstring for ``infos``."""
+        if self._state is None:
+            raise gym.error.ResetNeeded("Call reset() before step().")
+        with_jac = self.jacobians and self._step_count % self.jacobian_every == 0
+        self._step_count += 1
+        self._state, self._keys, self._elapsed, host = self._step_fns[with_jac](
+            self._state, self._keys, self._elapsed, self._actions
+        )
+        host = jax.device_get(host)
+        terminated, truncated = host["terminated"], host["truncated"]
+        dones = terminated | truncated
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if with_jac:
+            jac, d_t = host["jacobian"], self.sim.space.tangent_dim
+            finite_jac = np.isfinite(jac).all(axis=(1, 2))
+            keys = DEFAULT_INFO_KEYS
+            for i, info in enumerate(infos):
+                info[keys["state"]] = host["s"][i]
+                info[keys["next_state"]] = host["s_next"][i]
+                info[keys["jacobian_state"]] = jac[i, :, :d_t]
+                info[keys["jacobian_action"]] = jac[i, :, d_t:]
+                if not finite_jac[i]:
+                    info["jacobian_nonfinite"] = True
+        for i in np.flatnonzero(dones):
+            infos[i]["terminal_observation"] = host["terminal_obs"][i]
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            if not host["finite"][i]:
+                infos[i]["nonfinite"] = True
+        self._obs = host["obs"]
+        return self._obs.copy(), host["reward"].astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        """Drop the simulator state."""
+        self._state = None
+
+    # ------------------------------------------------------------ states
+    @property
+    def states(self) -> np.ndarray:
+        """Ground-truth states of all envs, ``(n_envs, d_s)``."""
+        if self._state is None:
+            raise gym.error.ResetNeeded("Call reset() before reading states.")
+        with self.sim.scope():
+            return np.array(jax.vmap(self.sim.space.get)(self._state.data))
+
+    def set_states(self, states: np.ndarray, indices: VecEnvIndices = None) -> None:
+        """Put envs ``indices`` at ground-truth states ``states`` ``(len(indices), d_s)``.
+
+        Raises:
+            ValueError: If ``states`` has the wrong shape or is not finite.
+        """
+        if self._state is None:
+            raise gym.error.ResetNeeded("Call reset() before setting states.")
+        idx = np.asarray(list(self._get_indices(indices)), dtype=int)
+        arr = check_array(states, (len(idx), self.sim.space.dim), self.sim.dtype, name="states")
+        with self.sim.scope():
+            full = jax.vmap(self.sim.space.get)(self._state.data).at[idx].set(arr)
+            data = jax.vmap(self.sim.space.set)(self._state.data, full)
+            self._state = self._state.replace(data=data)
+
+    # ----------------------------------------------- attribute plumbing (SB3)
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The attribute of this VecEnv, repeated for each env in ``indices``."""
+        value = getattr(self, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of this VecEnv (shared by all envs)."""
+        setattr(self, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
+    ) -> list[Any]:
+        """Call a method of this VecEnv once per env in ``indices``."""
+        method = getattr(self, method_name)
+        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        """No env inside is wrapped by a Gymnasium wrapper."""
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """Rendering is not supported by the vectorised env."""
+        return [None for _ in range(self.num_envs)]

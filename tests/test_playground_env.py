@@ -1,0 +1,217 @@
+"""PlaygroundEnv and JacobianWrapper: Gymnasium/SB3 API, labels, precision, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import jacobian_wrappers as jw
+
+
+def test_gymnasium_and_sb3_env_checkers(cartpole32) -> None:
+    gym_check_env(cartpole32, skip_render_check=True)
+    sb3_check_env(cartpole32, warn=True)
+    wrapped = jw.JacobianWrapper(cartpole32)
+    gym_check_env(wrapped, skip_render_check=True)
+    sb3_check_env(wrapped, warn=True)
+
+
+def test_spaces_and_labels() -> None:
+    cart = jw.PlaygroundEnv("CartpoleBalance", precision="float64")
+    assert cart.observation_space.shape == (5,)
+    assert cart.observation_space.dtype == np.float64
+    assert cart.action_space.shape == (1,)
+    np.testing.assert_array_equal(cart.action_space.low, [-1.0])
+    assert cart.state_labels == ("qpos:slider", "qpos:hinge_1", "qvel:slider", "qvel:hinge_1")
+    assert cart.tangent_labels == cart.state_labels
+    assert cart.action_labels == ("slide",)
+    assert cart.episode_length == 1000
+
+
+def test_cheetah_labels_from_joint_names() -> None:
+    # Labels come from the MuJoCo model; no compile needed.
+    from mujoco_playground import registry
+
+    env = registry.load("CheetahRun", config_overrides={"impl": "jax"})
+    space = jw.StateSpace.from_model(env.mj_model)
+    assert space.dim == 18
+    assert space.labels[0] == "qpos:rootx"
+    assert "qvel:bthigh" in space.labels
+    assert space.labels.index("qvel:bthigh") == 9 + space.labels.index("qpos:bthigh")
+
+
+def test_reset_is_reproducible(cartpole64) -> None:
+    a, _ = cartpole64.reset(seed=11)
+    s_a = cartpole64.state
+    cartpole64.step(np.array([0.2]))
+    b, _ = cartpole64.reset(seed=11)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(s_a, cartpole64.state)
+    c, _ = cartpole64.reset(seed=12)
+    assert not np.array_equal(a, c)
+    # Unseeded resets continue the stream: different episodes, same sequence per seed.
+    cartpole64.reset(seed=11)
+    seq2 = [cartpole64.reset()[0] for _ in range(2)]
+    cartpole64.reset(seed=11)
+    seq3 = [cartpole64.reset()[0] for _ in range(2)]
+    np.testing.assert_array_equal(np.stack(seq2), np.stack(seq3))
+    assert not np.array_equal(seq3[0], seq3[1])
+
+
+def test_wrapper_info_holds_exact_transition(cartpole64) -> None:
+    env = jw.JacobianWrapper(cartpole64)
+    env.reset(seed=0)
+    s0 = env.unwrapped.state
+    obs, reward, _terminated, _truncated, info = env.step(np.array([0.4]))
+    assert set(jw.DEFAULT_INFO_KEYS.values()) <= set(info)
+    np.testing.assert_array_equal(info["state"], s0)
+    np.testing.assert_array_equal(info["next_state"], env.unwrapped.state)
+    assert info["jacobian_state"].shape == (4, 4)
+    assert info["jacobian_action"].shape == (4, 1)
+    assert all(isinstance(info[k], np.ndarray) for k in jw.DEFAULT_INFO_KEYS.values())
+    # The step with Jacobians is the same step as without.
+    plain = cartpole64
+    plain.compute_jacobians = False
+    plain.reset(seed=0)
+    obs2, reward2, *_ = plain.step(np.array([0.4]))
+    plain.compute_jacobians = True
+    np.testing.assert_allclose(obs, obs2, rtol=0, atol=1e-12)
+    assert reward == pytest.approx(reward2, abs=1e-12)
+
+
+class _InfoWriter(gym.Wrapper):
+    def step(self, action):
+        obs, r, te, tr, info = self.env.step(action)
+        info["state"] = "mine"
+        return obs, r, te, tr, info
+
+
+def test_existing_info_keys_are_never_overwritten(cartpole64) -> None:
+    env = jw.JacobianWrapper(_InfoWriter(cartpole64))
+    env.reset(seed=0)
+    *_, info = env.step(np.array([0.0]))
+    assert info["state"] == "mine"
+    assert info["jacobian_state"].shape == (4, 4)
+    renamed = jw.JacobianWrapper(cartpole64, info_keys={"state": "s_t"})
+    *_, info = renamed.step(np.array([0.0]))
+    assert "s_t" in info and "state" not in info
+    with pytest.raises(ValueError, match="unknown entries"):
+        jw.JacobianWrapper(cartpole64, info_keys={"bogus": "x"})
+
+
+def test_gym_make_registered_ids(cartpole64) -> None:
+    for name in jw.available_envs():
+        assert jw.gym_id(name) in gym.registry
+    env = gym.make("Playground/CartpoleBalance-v0", precision="float64")
+    assert isinstance(env.unwrapped, jw.PlaygroundEnv)
+    env = jw.JacobianWrapper(env)
+    env.reset(seed=0)
+    *_, info = env.step(np.array([0.1], dtype=np.float64))
+    assert info["jacobian_state"].dtype == np.float64
+
+
+def test_truncation_at_episode_length() -> None:
+    env = jw.PlaygroundEnv("CartpoleBalance", precision="float64", episode_length=3)
+    env.reset(seed=0)
+    flags = [env.step(np.zeros(1))[3] for _ in range(3)]
+    assert flags == [False, False, True]
+
+
+def test_terminated_from_playground_done(cartpole64) -> None:
+    """Playground's DM Control envs report done only for NaN states; both paths covered
+    by the non-finite test. Here: a healthy step is neither terminated nor truncated."""
+    cartpole64.reset(seed=0)
+    _, _, terminated, truncated, _ = cartpole64.step(np.zeros(1))
+    assert (terminated, truncated) == (False, False)
+
+
+# ----------------------------------------------------------------- bad input
+def test_unknown_env_name_lists_available() -> None:
+    with pytest.raises(ValueError, match=r"Available DM Control Suite envs: .*CheetahRun"):
+        jw.PlaygroundEnv("CheetahRunn")
+    with pytest.raises(ValueError, match="CartpoleBalance"):
+        jw.PlaygroundVecEnv("Nope", 2)
+
+
+@pytest.mark.parametrize(
+    ("action", "match"),
+    [
+        (np.zeros(2), r"shape \(1,\), got shape \(2,\)"),
+        (np.zeros((1, 1)), r"got shape \(1, 1\)"),
+        (np.array([np.nan]), r"finite, got \[nan\]"),
+        (np.array([np.inf]), r"finite, got \[inf\]"),
+    ],
+)
+def test_bad_action(cartpole64, action, match) -> None:
+    cartpole64.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        cartpole64.step(action)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"precision": "float16"}, "precision must be one of"),
+        ({"episode_length": 0}, "episode_length must be >= 1, got 0"),
+        ({"render_mode": "human"}, "render_mode must be None or 'rgb_array'"),
+        ({"config_overrides": {"impl": "warp"}}, "must be 'jax'"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        jw.PlaygroundEnv("CartpoleBalance", **kwargs)
+
+
+def test_wrapping_a_non_playground_env_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"supports jacobian_wrappers\.PlaygroundEnv"):
+        jw.JacobianWrapper(gym.make("CartPole-v1"))
+
+
+def test_nonfinite_state_is_reported_and_never_observed(cartpole64) -> None:
+    env = jw.JacobianWrapper(cartpole64)
+    last_obs, _ = env.reset(seed=0)
+    s = env.unwrapped.state
+    s[2:] = 1e200  # velocities whose squares overflow float64
+    env.unwrapped.set_state(s)
+    obs, _reward, terminated, truncated, info = env.step(np.zeros(1))
+    assert info["nonfinite"] is True
+    assert truncated and not terminated
+    assert np.isfinite(obs).all()
+    np.testing.assert_array_equal(obs, last_obs)
+    assert not np.isfinite(info["next_state"]).all()  # the report, not an observation
+    with pytest.raises(ValueError, match="state must be finite"):
+        env.unwrapped.set_state(np.full(4, np.nan))
+
+
+# ----------------------------------------------------------------- render
+def test_render_rgb_array() -> None:
+    env = jw.PlaygroundEnv("CartpoleBalance", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8
+    assert frame.std() > 1.0  # a picture, not a blank buffer
+    env.close()
+
+
+def test_render_without_opengl_is_a_clear_error() -> None:
+    code = (
+        "import jacobian_wrappers as jw\n"
+        "try:\n"
+        "    jw.PlaygroundEnv('CartpoleBalance', render_mode='rgb_array')\n"
+        "except RuntimeError as e:\n"
+        "    print('CLEAR:', e)\n"
+    )
+    env = {**os.environ, "MUJOCO_GL": "glfw"}
+    env.pop("DISPLAY", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "CLEAR: render_mode='rgb_array' needs an OpenGL context" in out.stdout, out.stderr
+    assert "MUJOCO_GL=egl" in out.stdout
