@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: pin the CPU build of torch first so pip pulls no CUDA wheels.
 # GPU machines (nvidia-smi found) skip the pin; override with `make setup TORCH_CPU=`.
 TORCH_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,torch==2.13.0)
-DEMO_ARGS ?= --env CartpoleBalance --timesteps 2048 --n-envs 8
+DEMO_ARGS ?= --env CartpoleBalance --timesteps 4096 --n-envs 8 --logdir runs/
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-fast lint bench clean
@@ -21,7 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python examples/ppo_sparsity_demo.py $(DEMO_ARGS)
+	$(BIN)/python examples/ppo_sparsity_monitor.py $(DEMO_ARGS)
 
 # Everything, slow cases included (this is what CI runs).
 test: setup

@@ -1,3 +1,30 @@
-"""SB3 callbacks that log Jacobian sparsity while an agent trains (see issue 3)."""
+"""SB3 callbacks that log the sparsity of the true dynamics' Jacobians while an agent trains.
 
-__all__: list[str] = []
+The statistics themselves are pure numpy (:mod:`callbacks.sparsity_stats`) and
+are reused by offline analysis.
+"""
+
+from callbacks.sparsity_callback import SparsityCallback, check_env_has_jacobians
+from callbacks.sparsity_stats import (
+    DEFAULT_THRESHOLD,
+    GlobalZeros,
+    PatternCounter,
+    RunLengths,
+    SparsityMeans,
+    combine,
+    sample_sparsity,
+    zero_mask,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "GlobalZeros",
+    "PatternCounter",
+    "RunLengths",
+    "SparsityCallback",
+    "SparsityMeans",
+    "check_env_has_jacobians",
+    "combine",
+    "sample_sparsity",
+    "zero_mask",
+]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "enable_compilation_cache"]
+__all__ = ["CACHE_ENV_VAR", "active_cache_dir", "default_cache_dir", "enable_compilation_cache"]
 
 CACHE_ENV_VAR = "DYNAMIC_SPARSITY_CACHE_DIR"
 _OFF = {"off", "0", "false", "none", "no", ""}
@@ -74,3 +74,8 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | bool | None = None) 
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _active, _configured = path, True
     return path
+
+
+def active_cache_dir() -> Path | None:
+    """The cache directory in use, or ``None`` when the cache is off or not set up."""
+    return _active

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jacobian_wrappers._exported import exported_or_jit
 from jacobian_wrappers._precision import check_precision, numpy_dtype, precision_scope
-from jacobian_wrappers.compilation_cache import enable_compilation_cache
+from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compilation_cache
 from jacobian_wrappers.registry import check_env_name
 from jacobian_wrappers.state_space import StateSpace
 
@@ -72,8 +73,6 @@ class Simulator:
         env: The Playground ``MjxEnv``.
         space: Layout of the ground-truth state.
         reset: Jitted ``key -> State``.
-        step: Jitted ``(State, action) -> Transition`` without Jacobian.
-        step_jacobian: Jitted ``(State, action) -> Transition`` with Jacobian.
         batch_reset: Jitted, vmapped ``reset``.
     """
 
@@ -103,10 +102,12 @@ class Simulator:
         self.space = StateSpace.from_model(model)
         self.dtype = numpy_dtype(precision)
         self.action_size = int(self.env.action_size)
-        # Playground's observation_size runs an un-jitted reset (slow): trace shapes instead.
+        # Compile reset ahead of time: one trace gives both the program and the
+        # observation size (Playground's observation_size runs an un-jitted reset).
         with precision_scope(precision):
-            shapes = jax.eval_shape(self.env.reset, jax.random.PRNGKey(0))
-        self.observation_size = int(np.prod(shapes.obs.shape))
+            traced = jax.jit(self._reset).trace(jax.random.PRNGKey(0))
+            compiled_reset = traced.lower().compile()
+        self.observation_size = int(np.prod(traced.out_info.obs.shape))
         self.episode_length = int(self.env._config.episode_length)
         self.dt = float(self.env.dt)
         limited = model.actuator_ctrllimited.astype(bool)
@@ -114,11 +115,8 @@ class Simulator:
         self.action_low = ranges[:, 0].astype(self.dtype)
         self.action_high = ranges[:, 1].astype(self.dtype)
 
-        self.reset = _scoped(jax.jit(self._reset), precision)
-        self.step = _scoped(jax.jit(functools.partial(self.transition, jacobian=False)), precision)
-        self.step_jacobian = _scoped(
-            jax.jit(functools.partial(self.transition, jacobian=True)), precision
-        )
+        self.reset = _scoped(compiled_reset, precision)
+        self._single_steps: dict[tuple[bool, Any], Callable] = {}
         self.batch_reset = _scoped(jax.jit(jax.vmap(self._reset)), precision)
 
     @property
@@ -139,6 +137,35 @@ class Simulator:
     def scoped(self, fn: Callable) -> Callable:
         """``fn`` wrapped to run (trace, compile, execute) at this precision."""
         return _scoped(fn, self.precision)
+
+    def step(self, state: Any, action: Any) -> Transition:
+        """Compiled :meth:`transition` without Jacobian."""
+        return self._single_step(False, state, action)
+
+    def step_jacobian(self, state: Any, action: Any) -> Transition:
+        """Compiled :meth:`transition` with Jacobian."""
+        return self._single_step(True, state, action)
+
+    def _single_step(self, jacobian: bool, state: Any, action: Any) -> Transition:
+        with precision_scope(self.precision):
+            action = jnp.asarray(action, dtype=self.dtype)
+            leaves, treedef = jax.tree.flatten(state)
+            fn = self._single_steps.get((jacobian, treedef))
+            if fn is None:
+
+                def flat(leaves: list, action: jax.Array) -> list:
+                    out = self.transition(jax.tree.unflatten(treedef, leaves), action, jacobian)
+                    jac = [out.jacobian] if jacobian else []
+                    return [*jax.tree.leaves(out.state), out.s, out.s_next, *jac, out.finite]
+
+                key = f"{self.env_name}|{sorted(self.config_overrides.items())}|step|{jacobian}"
+                fn = exported_or_jit(flat, (leaves, action), key, active_cache_dir())
+                self._single_steps[(jacobian, treedef)] = fn
+            out = fn(leaves, action)
+            n = len(leaves)
+            jac = out[n + 2] if jacobian else None
+            new_state = jax.tree.unflatten(treedef, out[:n])
+            return Transition(new_state, out[n], out[n + 1], jac, out[-1])
 
     def _reset(self, key: jax.Array) -> Any:
         return _strong(self.env.reset(key))

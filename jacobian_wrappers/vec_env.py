@@ -141,18 +141,21 @@ class PlaygroundVecEnv(VecEnv):
                 done.any(), reset_done, lambda args: args, (out.state, keys)
             )
             elapsed = jnp.where(done, 0, elapsed)
-            host = {
-                "obs": new_state.obs,
-                "reward": out.state.reward,
-                "terminated": terminated,
-                "truncated": truncated,
-                "terminal_obs": terminal_obs,
-                "finite": out.finite,
-                "s": out.s,
-                "s_next": out.s_next,
-            }
+            # One packed array per step: a single device-to-host transfer.
+            dtype = out.s.dtype
+            parts = [
+                new_state.obs,
+                out.state.reward[:, None],
+                terminated[:, None],
+                truncated[:, None],
+                out.finite[:, None],
+                terminal_obs,
+                out.s,
+                out.s_next,
+            ]
             if with_jacobian:
-                host["jacobian"] = out.jacobian
+                parts.append(out.jacobian.reshape(out.jacobian.shape[0], -1))
+            host = jnp.concatenate([p.astype(dtype) for p in parts], axis=1)
             return new_state, keys, elapsed, host
 
         return step
@@ -201,28 +204,34 @@ class PlaygroundVecEnv(VecEnv):
         self._state, self._keys, self._elapsed, host = self._step_fns[with_jac](
             self._state, self._keys, self._elapsed, self._actions
         )
-        host = jax.device_get(host)
-        terminated, truncated = host["terminated"], host["truncated"]
+        host = np.asarray(host)
+        o, d_s = self.sim.observation_size, self.sim.space.dim
+        obs, rest = host[:, :o], host[:, o:]
+        rewards = rest[:, 0].astype(np.float32)
+        terminated, truncated, finite = rest[:, 1] > 0, rest[:, 2] > 0, rest[:, 3] > 0
+        terminal_obs, rest = rest[:, 4 : 4 + o], rest[:, 4 + o :]
+        s, s_next, rest = rest[:, :d_s], rest[:, d_s : 2 * d_s], rest[:, 2 * d_s :]
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         if with_jac:
-            jac, d_t = host["jacobian"], self.sim.space.tangent_dim
-            finite_jac = np.isfinite(jac).all(axis=(1, 2))
+            d_t = self.sim.space.tangent_dim
+            jac = rest.reshape(self.num_envs, d_t, d_t + self.sim.action_size)
+            finite_jac = np.isfinite(rest).all(axis=1)
             keys = DEFAULT_INFO_KEYS
             for i, info in enumerate(infos):
-                info[keys["state"]] = host["s"][i]
-                info[keys["next_state"]] = host["s_next"][i]
+                info[keys["state"]] = s[i]
+                info[keys["next_state"]] = s_next[i]
                 info[keys["jacobian_state"]] = jac[i, :, :d_t]
                 info[keys["jacobian_action"]] = jac[i, :, d_t:]
                 if not finite_jac[i]:
                     info["jacobian_nonfinite"] = True
         for i in np.flatnonzero(dones):
-            infos[i]["terminal_observation"] = host["terminal_obs"][i]
+            infos[i]["terminal_observation"] = terminal_obs[i]
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            if not host["finite"][i]:
+            if not finite[i]:
                 infos[i]["nonfinite"] = True
-        self._obs = host["obs"]
-        return self._obs.copy(), host["reward"].astype(np.float32), dones, infos
+        self._obs = obs
+        return obs.copy(), rewards, dones, infos
 
     def close(self) -> None:
         """Drop the simulator state."""

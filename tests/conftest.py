@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# The suite runs with JAX's persistent cache off (CI starts cold anyway, and
+# one SIGABRT inside JAX's cache write was seen here); tests of the cache turn
+# it on in subprocesses. Set DYNAMIC_SPARSITY_CACHE_DIR to a path to use one.
+os.environ.setdefault("DYNAMIC_SPARSITY_CACHE_DIR", "off")
+
 import jax
 import numpy as np
 import pytest

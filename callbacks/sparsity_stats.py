@@ -1,0 +1,226 @@
+"""Sparsity statistics of Jacobians (SPEC section 3), incremental and vectorised.
+
+Pure numpy. Every statistic updates from a stream of steps without storing the
+stream, so the same code serves the live SB3 callbacks and offline analysis of
+a data set read back in chunks.
+
+An element is *zero* when ``|J_ij| < threshold`` (default ``1e-15``, meaningful
+in float64). ``J`` below is the combined ``[J_s | J_a]`` of shape
+``(d_s, d_s + d_a)``; batches carry a leading sample axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "GlobalZeros",
+    "PatternCounter",
+    "RunLengths",
+    "SparsityMeans",
+    "combine",
+    "sample_sparsity",
+    "zero_mask",
+]
+
+DEFAULT_THRESHOLD = 1e-15
+
+
+def zero_mask(jac: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Boolean mask of the zero elements, ``|J| < threshold`` (NaN counts as non-zero)."""
+    if threshold <= 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    return np.abs(np.asarray(jac)) < threshold
+
+
+def combine(jacobian_state: np.ndarray, jacobian_action: np.ndarray) -> np.ndarray:
+    """``[J_s | J_a]`` along the last axis; works on single Jacobians and batches."""
+    return np.concatenate([jacobian_state, jacobian_action], axis=-1)
+
+
+def sample_sparsity(zeros: np.ndarray, d_s: int) -> dict[str, np.ndarray]:
+    """Per-sample sparsity of ``J_s``, ``J_a`` and both, from zero masks.
+
+    Args:
+        zeros: ``(n, d_s, d_s + d_a)`` zero masks of combined Jacobians.
+        d_s: Number of state columns.
+
+    Returns:
+        ``{"state": (n,), "action": (n,), "combined": (n,)}`` fractions of zeros.
+    """
+    zeros = np.asarray(zeros, dtype=bool)
+    if zeros.ndim != 3 or not 0 < d_s <= zeros.shape[2]:
+        raise ValueError(
+            f"zeros must be (n, d_s, d_s + d_a) with d_s={d_s}, got shape {zeros.shape}"
+        )
+    n = zeros.shape[0]
+    state = zeros[:, :, :d_s].reshape(n, -1).mean(axis=1)
+    act = zeros[:, :, d_s:].reshape(n, -1)
+    action = act.mean(axis=1) if act.shape[1] else np.zeros(n)
+    return {"state": state, "action": action, "combined": zeros.reshape(n, -1).mean(axis=1)}
+
+
+@dataclass
+class SparsityMeans:
+    """Running means of per-sample sparsity, resettable (e.g. at every log dump)."""
+
+    sums: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("state", "action", "combined"), 0.0)
+    )
+    count: int = 0
+
+    def update(self, per_sample: dict[str, np.ndarray]) -> None:
+        """Add a batch of :func:`sample_sparsity` results."""
+        for key in self.sums:
+            self.sums[key] += float(np.sum(per_sample[key]))
+        self.count += len(per_sample["combined"])
+
+    def means(self) -> dict[str, float]:
+        """Mean sparsity per key since the last reset (NaN when empty)."""
+        return {k: (v / self.count if self.count else float("nan")) for k, v in self.sums.items()}
+
+    def reset(self) -> None:
+        """Forget the samples seen so far."""
+        self.sums = dict.fromkeys(self.sums, 0.0)
+        self.count = 0
+
+
+class GlobalZeros:
+    """Elements zero in every sample so far, and how often each element is zero.
+
+    Args:
+        shape: ``(d_s, d_s + d_a)``.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = tuple(shape)
+        self.always_zero = np.ones(self.shape, dtype=bool)
+        self.zero_count = np.zeros(self.shape, dtype=np.int64)
+        self.samples = 0
+
+    def update(self, zeros: np.ndarray) -> None:
+        """Add ``(n, *shape)`` zero masks."""
+        zeros = np.asarray(zeros, dtype=bool)
+        if zeros.shape[1:] != self.shape:
+            raise ValueError(f"zero masks must be (n, {self.shape}), got {zeros.shape}")
+        if len(zeros) == 0:
+            return
+        self.always_zero &= zeros.all(axis=0)
+        self.zero_count += zeros.sum(axis=0)
+        self.samples += len(zeros)
+
+    def mask(self) -> np.ndarray:
+        """Global-zero mask (all ``False`` before any sample)."""
+        return self.always_zero & (self.samples > 0)
+
+    def frequency(self) -> np.ndarray:
+        """Per-element fraction of samples in which the element is zero."""
+        return self.zero_count / max(self.samples, 1)
+
+    def counts(self, d_s: int) -> dict[str, float]:
+        """Global zeros of ``J_s`` (count, percent) and ``J_a`` (count)."""
+        m = self.mask()
+        n_s = int(m[:, :d_s].sum())
+        return {
+            "state": n_s,
+            "state_pct": 100.0 * n_s / max(m[:, :d_s].size, 1),
+            "action": int(m[:, d_s:].sum()),
+        }
+
+
+class PatternCounter:
+    """Number of distinct zero patterns seen (each mask hashed as packed bits)."""
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    def update(self, zeros: np.ndarray) -> None:
+        """Add ``(n, ...)`` zero masks."""
+        zeros = np.asarray(zeros, dtype=bool)
+        packed = np.packbits(zeros.reshape(len(zeros), -1), axis=1)
+        self._seen.update(row.tobytes() for row in packed)
+
+    @property
+    def distinct(self) -> int:
+        """Distinct patterns so far."""
+        return len(self._seen)
+
+
+class RunLengths:
+    """Lengths of per-element zero / non-zero streaks over consecutive steps (SPEC Q3).
+
+    Each env's stream is followed separately; a streak ends when the element
+    flips or the episode ends. Streaks that span a whole episode (the element
+    never changed in it) are left out. Streaks still running are not counted
+    until they end.
+
+    Args:
+        n_envs: Number of parallel streams.
+        shape: Shape of one zero mask, ``(d_s, d_s + d_a)``.
+    """
+
+    def __init__(self, n_envs: int, shape: tuple[int, int]) -> None:
+        self.n_envs, self.shape = int(n_envs), tuple(shape)
+        size = int(np.prod(self.shape))
+        self._state = np.zeros((self.n_envs, size), dtype=bool)
+        self._length = np.zeros((self.n_envs, size), dtype=np.int64)  # 0: episode not started
+        self._from_start = np.zeros((self.n_envs, size), dtype=bool)
+        self.zero_hist = np.zeros(1, dtype=np.int64)  # zero_hist[k]: streaks of length k
+        self.nonzero_hist = np.zeros(1, dtype=np.int64)
+
+    def _record(self, lengths: np.ndarray, zero: np.ndarray) -> None:
+        for hist_name, sel in (("zero_hist", zero), ("nonzero_hist", ~zero)):
+            if not sel.any():
+                continue
+            counts = np.bincount(lengths[sel])
+            hist = getattr(self, hist_name)
+            if len(counts) > len(hist):
+                hist = np.pad(hist, (0, len(counts) - len(hist)))
+            hist[: len(counts)] += counts
+            setattr(self, hist_name, hist)
+
+    def update(
+        self, zeros: np.ndarray, episode_end: np.ndarray, active: np.ndarray | None = None
+    ) -> None:
+        """Advance by one step of every env.
+
+        Args:
+            zeros: ``(n_envs, *shape)`` zero masks of this step's Jacobians.
+            episode_end: ``(n_envs,)``, True where this step was the episode's last.
+            active: ``(n_envs,)``, False for envs without a Jacobian this step: their
+                mask is ignored (streaks run over the steps that have Jacobians), but
+                an episode end still closes their streaks. All True when ``None``.
+        """
+        z = np.asarray(zeros, dtype=bool).reshape(self.n_envs, -1)
+        end = np.asarray(episode_end, dtype=bool)
+        act = np.ones(self.n_envs, dtype=bool) if active is None else np.asarray(active, bool)
+        fresh = (self._length == 0) & act[:, None]
+        cont = (self._length > 0) & act[:, None]
+        flip = cont & (z != self._state)
+        self._record(self._length[flip], self._state[flip])
+        grow = cont & ~flip
+        self._length = np.where(grow, self._length + 1, np.where(flip | fresh, 1, self._length))
+        self._from_start = np.where(fresh, True, np.where(flip, False, self._from_start))
+        self._state = np.where(act[:, None], z, self._state)
+        ended = end  # an episode end closes streaks even on a step without a Jacobian
+        if ended.any():
+            closing = ended[:, None] & ~self._from_start & (self._length > 0)
+            self._record(self._length[closing], self._state[closing])
+            self._length[ended] = 0
+            self._from_start[ended] = False
+
+    @staticmethod
+    def _mean(hist: np.ndarray) -> float:
+        total = hist.sum()
+        return float((np.arange(len(hist)) * hist).sum() / total) if total else float("nan")
+
+    def mean_zero_run(self) -> float:
+        """Mean length of the finished zero streaks (NaN if none)."""
+        return self._mean(self.zero_hist)
+
+    def mean_nonzero_run(self) -> float:
+        """Mean length of the finished non-zero streaks (NaN if none)."""
+        return self._mean(self.nonzero_hist)

@@ -1,0 +1,131 @@
+"""SparsityCallback during real SB3 training, checked against the TensorBoard event file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import jacobian_wrappers as jw
+from callbacks import SparsityCallback
+
+THRESHOLD = 1e-15
+
+
+class _Recorder(BaseCallback):
+    """The trivial second callback: keeps every step's Jacobians and dones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[int, list[np.ndarray], np.ndarray]] = []
+
+    def _on_step(self) -> bool:
+        jacs = [
+            np.concatenate([i["jacobian_state"], i["jacobian_action"]], axis=1)
+            for i in self.locals["infos"]
+            if "jacobian_state" in i
+        ]
+        self.steps.append((self.num_timesteps, jacs, np.array(self.locals["dones"])))
+        return True
+
+
+def _scalars(logdir: Path, tag: str) -> dict[int, float]:
+    files = list(logdir.rglob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    acc = EventAccumulator(str(files[0].parent), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)}, acc
+
+
+def _expected_combined(steps, log_freq: int) -> dict[int, float]:
+    """Mean per-sample sparsity of [J_s | J_a] over each window of log_freq calls."""
+    out = {}
+    for start in range(0, len(steps) - log_freq + 1, log_freq):
+        window = steps[start : start + log_freq]
+        per_sample = [(np.abs(j) < THRESHOLD).mean() for _, jacs, _ in window for j in jacs]
+        out[window[-1][0]] = float(np.mean(per_sample))
+    return out
+
+
+def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
+    venv = jw.PlaygroundVecEnv("CartpoleBalance", 2, seed=0, precision="float64", episode_length=20)
+    env = VecMonitor(venv)
+    recorder = _Recorder()
+    cb = SparsityCallback(threshold=THRESHOLD, log_freq=8, heatmap_freq=16)
+    model = PPO(
+        "MlpPolicy", env, n_steps=16, batch_size=32, n_epochs=1, seed=0, tensorboard_log=tmp_path
+    )
+    model.learn(total_timesteps=128, callback=CallbackList([recorder, cb]))
+
+    logged, acc = _scalars(tmp_path, "sparsity/combined")
+    expected = _expected_combined(recorder.steps, 8)
+    assert set(logged) == set(expected) and len(logged) == 8
+    for step, value in expected.items():
+        assert logged[step] == pytest.approx(value, rel=1e-6)
+
+    tags = acc.Tags()
+    for tag in (
+        "sparsity/state",
+        "sparsity/action",
+        "sparsity/global_zeros_state",
+        "sparsity/global_zeros_state_pct",
+        "sparsity/global_zeros_action",
+        "sparsity/zero_run_mean",
+        "sparsity/nonzero_run_mean",
+        "sparsity/distinct_patterns",
+    ):
+        assert tag in tags["scalars"], tag
+    assert "sparsity/combined_hist" in tags["histograms"]
+    assert "sparsity/zero_frequency" in tags["images"]
+    assert "sparsity/timeline" in tags["images"]
+
+    # Global zeros at the end equal the AND over every recorded Jacobian.
+    all_j = np.stack([j for _, jacs, _ in recorder.steps for j in jacs])
+    always = (np.abs(all_j) < THRESHOLD).all(axis=0)
+    gz_state = {e.step: e.value for e in acc.Scalars("sparsity/global_zeros_state")}
+    assert gz_state[max(gz_state)] == always[:, :4].sum()
+    patterns = {e.step: e.value for e in acc.Scalars("sparsity/distinct_patterns")}
+    distinct = {(np.abs(j) < THRESHOLD).tobytes() for j in all_j}
+    assert patterns[max(patterns)] == len(distinct)
+    assert cb.state_labels == venv.tangent_labels and cb.action_labels == venv.action_labels
+
+
+def test_sac_with_dummy_vec_env_of_wrappers(tmp_path: Path) -> None:
+    env = DummyVecEnv(
+        [lambda: jw.JacobianWrapper(jw.PlaygroundEnv("CartpoleBalance", precision="float64"))]
+    )
+    recorder = _Recorder()
+    cb = SparsityCallback(threshold=THRESHOLD, log_freq=5, heatmap_freq=1000)
+    model = SAC(
+        "MlpPolicy", env, learning_starts=10, batch_size=16, seed=0, tensorboard_log=tmp_path
+    )
+    model.learn(total_timesteps=30, callback=CallbackList([recorder, cb]))
+    logged, _ = _scalars(tmp_path, "sparsity/combined")
+    expected = _expected_combined(recorder.steps, 5)
+    assert len(expected) == 6
+    for step, value in expected.items():
+        assert logged[step] == pytest.approx(value, rel=1e-6)
+
+
+def test_env_without_jacobians_is_a_clear_error() -> None:
+    env = jw.PlaygroundVecEnv("CartpoleBalance", 2, precision="float64", jacobians=False)
+    model = PPO("MlpPolicy", env, n_steps=8, batch_size=16)
+    with pytest.raises(ValueError, match=r"JacobianWrapper|jacobians=True"):
+        model.learn(16, callback=SparsityCallback())
+    plain = DummyVecEnv([lambda: jw.PlaygroundEnv("CartpoleBalance", precision="float64")])
+    with pytest.raises(ValueError, match="provides none"):
+        PPO("MlpPolicy", plain, n_steps=8, batch_size=8).learn(8, callback=SparsityCallback())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"threshold": 0}, "threshold must be > 0"), ({"log_freq": 0}, "log_freq must be >= 1")],
+)
+def test_bad_callback_arguments(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        SparsityCallback(**kwargs)

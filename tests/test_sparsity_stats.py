@@ -1,0 +1,92 @@
+"""Sparsity statistics on hand-built Jacobians with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from callbacks import (
+    GlobalZeros,
+    PatternCounter,
+    RunLengths,
+    SparsityMeans,
+    combine,
+    sample_sparsity,
+    zero_mask,
+)
+
+
+def test_zero_mask_threshold_and_nan() -> None:
+    j = np.array([[0.0, 1e-16, 1e-15, np.nan, -1e-20, 2.0]])
+    np.testing.assert_array_equal(zero_mask(j), [[True, True, False, False, True, False]])
+    np.testing.assert_array_equal(zero_mask(j, 1e-3), [[True, True, True, False, True, False]])
+    with pytest.raises(ValueError, match="threshold must be > 0, got 0"):
+        zero_mask(j, 0)
+
+
+def test_sample_sparsity_hand_built() -> None:
+    js = np.array([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])  # 3/4 and 0/4 zeros
+    ja = np.array([[[0.0], [2.0]], [[0.0], [0.0]]])  # 1/2 and 2/2 zeros
+    per = sample_sparsity(zero_mask(combine(js, ja)), d_s=2)
+    np.testing.assert_allclose(per["state"], [0.75, 0.0])
+    np.testing.assert_allclose(per["action"], [0.5, 1.0])
+    np.testing.assert_allclose(per["combined"], [4 / 6, 2 / 6])
+    means = SparsityMeans()
+    means.update(per)
+    assert means.means()["combined"] == pytest.approx(0.5)
+    means.reset()
+    assert np.isnan(means.means()["state"])
+    with pytest.raises(ValueError, match="d_s=5"):
+        sample_sparsity(np.zeros((1, 2, 3), bool), d_s=5)
+
+
+def test_global_zeros_and_frequency_incremental() -> None:
+    g = GlobalZeros((2, 3))
+    a = np.array([[True, True, False], [True, False, True]])
+    b = np.array([[True, False, False], [True, True, True]])
+    g.update(a[None])
+    g.update(np.stack([b, b]))
+    np.testing.assert_array_equal(g.mask(), [[True, False, False], [True, False, True]])
+    np.testing.assert_allclose(g.frequency(), [[1, 1 / 3, 0], [1, 2 / 3, 1]])
+    assert g.counts(d_s=2) == {"state": 2, "state_pct": 50.0, "action": 1}
+    assert not GlobalZeros((2, 3)).mask().any()  # no data: no global zero claimed
+
+
+def test_distinct_patterns() -> None:
+    p = PatternCounter()
+    a = np.array([[1, 0], [0, 1]], bool)
+    p.update(np.stack([a, a, ~a]))
+    p.update(a[None])
+    assert p.distinct == 2
+
+
+def test_run_lengths_one_element_across_episodes() -> None:
+    """One env, one element; episode 1: Z Z N N N Z | episode 2: Z Z Z (whole: left out)."""
+    r = RunLengths(1, (1, 1))
+    seq = [(1, 0), (1, 0), (0, 0), (0, 0), (0, 0), (1, 1), (1, 0), (1, 0), (1, 1)]
+    for z, end in seq:
+        r.update(np.array([[[z]]], bool), np.array([end], bool))
+    # Episode 1: zero runs 2 and 1 (the last, cut by the episode end); non-zero run 3.
+    # Episode 2: a zero run of the whole episode -> not counted.
+    assert r.zero_hist.tolist() == [0, 1, 1]
+    assert r.nonzero_hist.tolist() == [0, 0, 0, 1]
+    assert r.mean_zero_run() == pytest.approx(1.5)
+    assert r.mean_nonzero_run() == pytest.approx(3.0)
+
+
+def test_run_lengths_vectorised_over_envs_and_inactive_steps() -> None:
+    r = RunLengths(2, (1, 2))
+    steps = [
+        # env0 elem0, env0 elem1, env1 elem0, env1 elem1, done0, done1, active1
+        ([1, 0], [0, 0], False, False, True),
+        ([1, 1], [0, 0], False, False, False),  # env1 has no Jacobian this step
+        ([0, 1], [1, 0], True, True, True),
+    ]
+    for z0, z1, d0, d1, act1 in steps:
+        zeros = np.array([[z0], [z1]], bool)
+        r.update(zeros, np.array([d0, d1]), np.array([True, act1]))
+    # env0 elem0: Z Z N -> zero run 2 (from start, not whole episode), non-zero 1 (at end).
+    # env0 elem1: N Z Z -> non-zero 1, zero 2 (ends with the episode).
+    # env1 elem0: N . Z -> non-zero 1, zero 1.  env1 elem1: N . N -> whole episode, left out.
+    assert r.zero_hist.tolist() == [0, 1, 2]
+    assert r.nonzero_hist.tolist() == [0, 3]
