@@ -4,6 +4,7 @@ The statistics themselves are pure numpy (:mod:`callbacks.sparsity_stats`) and
 are reused by offline analysis.
 """
 
+from callbacks.dataset_callback import DatasetCallback
 from callbacks.sparsity_callback import SparsityCallback, check_env_has_jacobians
 from callbacks.sparsity_stats import (
     DEFAULT_THRESHOLD,
@@ -18,6 +19,7 @@ from callbacks.sparsity_stats import (
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "DatasetCallback",
     "GlobalZeros",
     "PatternCounter",
     "RunLengths",

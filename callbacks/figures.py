@@ -10,7 +10,14 @@ matplotlib.use("Agg")  # headless: figures go to TensorBoard or PNG files
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["sparsity_timeline_figure", "zero_frequency_figure"]
+__all__ = [
+    "global_zeros_bar_figure",
+    "run_length_figure",
+    "sparsity_histogram_figure",
+    "sparsity_timeline_figure",
+    "tsne_figure",
+    "zero_frequency_figure",
+]
 
 
 def zero_frequency_figure(
@@ -43,14 +50,99 @@ def zero_frequency_figure(
 
 
 def sparsity_timeline_figure(
-    sparsity: Sequence[float], title: str = "sparsity over one episode"
+    sparsity: Sequence[float],
+    title: str = "sparsity over one episode",
+    contacts: Sequence[int] | None = None,
 ) -> plt.Figure:
-    """Per-step combined sparsity of one episode."""
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(np.arange(len(sparsity)), np.asarray(sparsity), linewidth=1)
+    """Per-step combined sparsity of one episode, with active contacts if given."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(np.arange(len(sparsity)), np.asarray(sparsity), linewidth=1, label="sparsity")
     ax.set_xlabel("step of episode")
     ax.set_ylabel("sparsity of [J_s | J_a]")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
+    if contacts is not None:
+        ax2 = ax.twinx()
+        ax2.step(
+            np.arange(len(contacts)),
+            np.asarray(contacts),
+            where="mid",
+            color="tab:orange",
+            linewidth=0.8,
+            alpha=0.8,
+            label="active contacts",
+        )
+        ax2.set_ylabel("active contacts", color="tab:orange")
+        ax2.set_ylim(0, max(1, int(np.max(contacts, initial=0))) + 0.5)
+    fig.tight_layout()
+    return fig
+
+
+def sparsity_histogram_figure(
+    per_sample: dict[str, np.ndarray], title: str = "per-sample sparsity"
+) -> plt.Figure:
+    """Histograms of per-sample sparsity of ``J_s``, ``J_a`` and both, means marked."""
+    keys = [k for k in ("state", "action", "combined") if k in per_sample]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
+    names = {"state": "J_s", "action": "J_a", "combined": "[J_s | J_a]"}
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = np.asarray(per_sample[key])
+        ax.hist(values, bins=np.linspace(0, 1, 51), color="tab:blue")
+        mean = float(values.mean())
+        ax.axvline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.3f}")
+        ax.set_xlabel(f"sparsity of {names[key]}")
+        ax.set_ylabel("samples")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def tsne_figure(
+    embedding: np.ndarray, sparsity: np.ndarray, title: str = "t-SNE of (s, a, s')"
+) -> plt.Figure:
+    """2-D embedding coloured by combined sparsity."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    sc = ax.scatter(embedding[:, 0], embedding[:, 1], c=sparsity, s=4, cmap="viridis")
+    fig.colorbar(sc, ax=ax, label="sparsity of [J_s | J_a]")
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def run_length_figure(
+    zero_runs: np.ndarray, nonzero_runs: np.ndarray, title: str = "run lengths"
+) -> plt.Figure:
+    """Histograms of zero-run and non-zero-run lengths (log counts), means marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, runs, name in ((axes[0], zero_runs, "zero"), (axes[1], nonzero_runs, "non-zero")):
+        runs = np.asarray(runs)
+        if len(runs):
+            ax.hist(runs, bins=min(50, max(1, int(runs.max()))), color="tab:blue", log=True)
+            mean = float(runs.mean())
+            ax.axvline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.1f}")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", transform=ax.transAxes)
+        ax.set_xlabel(f"{name}-run length (steps)")
+        ax.set_ylabel("runs")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def global_zeros_bar_figure(
+    envs: Sequence[str], global_pct: Sequence[float], mean_sparsity: Sequence[float]
+) -> plt.Figure:
+    """Per env: global zeros of ``J_s`` (%) next to mean per-sample sparsity (%)."""
+    x = np.arange(len(envs))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(envs) + 2), 3.5))
+    ax.bar(x - 0.2, global_pct, 0.4, label="global zeros of J_s (%)")
+    ax.bar(x + 0.2, 100 * np.asarray(mean_sparsity), 0.4, label="mean sparsity of [J_s|J_a] (%)")
+    ax.set_xticks(x, list(envs), rotation=30, ha="right")
+    ax.set_ylabel("%")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -22,6 +22,7 @@ __all__ = [
     "RunLengths",
     "SparsityMeans",
     "combine",
+    "episode_run_lengths",
     "sample_sparsity",
     "zero_mask",
 ]
@@ -224,3 +225,36 @@ class RunLengths:
     def mean_nonzero_run(self) -> float:
         """Mean length of the finished non-zero streaks (NaN if none)."""
         return self._mean(self.nonzero_hist)
+
+
+def episode_run_lengths(zeros: np.ndarray, complete: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Zero and non-zero run lengths of every element over one whole episode.
+
+    The batch counterpart of :class:`RunLengths` for an episode held in memory
+    (offline analysis): a run ends where the element flips or the episode ends,
+    and runs that span the whole episode are left out (SPEC section 3).
+
+    Args:
+        zeros: ``(T, ...)`` zero masks of the episode's consecutive steps.
+        complete: ``False`` when the data stop before the episode ended: runs
+            still going at the last step are then left out (their length is
+            unknown), as :class:`RunLengths` leaves out streaks still running.
+
+    Returns:
+        ``(zero_run_lengths, nonzero_run_lengths)``, 1-D int arrays.
+    """
+    z = np.asarray(zeros, dtype=bool)
+    steps = len(z)
+    if steps == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x = z.reshape(steps, -1).T  # (elements, T)
+    bounds = np.ones((x.shape[0], steps + 1), dtype=bool)  # run starts, plus the end
+    bounds[:, 1:steps] = x[:, 1:] != x[:, :-1]
+    row, col = np.nonzero(bounds)  # row-major: runs of one element are consecutive
+    same = row[1:] == row[:-1]
+    starts, lengths = col[:-1][same], np.diff(col)[same]
+    values = x[row[:-1][same], starts]
+    keep = lengths < steps
+    if not complete:
+        keep &= col[1:][same] < steps
+    return lengths[keep & values].astype(np.int64), lengths[keep & ~values].astype(np.int64)

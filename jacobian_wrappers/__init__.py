@@ -12,6 +12,7 @@ if not _os.environ.get("DISPLAY"):
     _os.environ.setdefault("MUJOCO_GL", "egl")
 
 from jacobian_wrappers._precision import PRECISIONS
+from jacobian_wrappers.collection import CollectionResult, TransitionRecorder, collect, make_policy
 from jacobian_wrappers.compilation_cache import (
     default_cache_dir,
     enable_compilation_cache,
@@ -26,6 +27,7 @@ from jacobian_wrappers.registry import (
 )
 from jacobian_wrappers.simulator import Simulator, Transition, get_simulator
 from jacobian_wrappers.state_space import StateSpace
+from jacobian_wrappers.storage import DatasetMeta, TransitionReader, TransitionWriter
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
 
 register_gymnasium_envs()
@@ -34,6 +36,8 @@ __all__ = [
     "DEFAULT_INFO_KEYS",
     "PRECISIONS",
     "STUDY_ENVS",
+    "CollectionResult",
+    "DatasetMeta",
     "JacobianWrapper",
     "PlaygroundEnv",
     "PlaygroundVecEnv",
@@ -41,10 +45,15 @@ __all__ = [
     "StateSpace",
     "StepJacobians",
     "Transition",
+    "TransitionReader",
+    "TransitionRecorder",
+    "TransitionWriter",
     "available_envs",
+    "collect",
     "default_cache_dir",
     "enable_compilation_cache",
     "get_simulator",
     "gym_id",
+    "make_policy",
     "register_gymnasium_envs",
 ]

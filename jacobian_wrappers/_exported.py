@@ -5,11 +5,13 @@ JAX's persistent cache skips XLA compilation, but tracing an MJX step under
 to CheetahRun's first Jacobian, measured). A serialised ``jax.export.Exported``
 is loaded in milliseconds; its compilation then hits the persistent cache.
 The file name hashes everything the program depends on (versions, env,
-config, precision, input shapes), so a stale file is never used.
+config, precision, input shapes, this package's source), so a stale file is
+never used.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -24,8 +26,17 @@ __all__ = ["exported_or_jit"]
 _VERSIONED = ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground", "dynamic-sparsity")
 
 
+@functools.cache
+def _source_hash() -> str:
+    """Hash of this package's source: an edited step never loads a stale export."""
+    h = hashlib.sha256()
+    for file in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(file.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _versions() -> str:
-    out = []
+    out = [f"source={_source_hash()}"]
     for dist in _VERSIONED:
         try:
             out.append(f"{dist}={importlib.metadata.version(dist)}")

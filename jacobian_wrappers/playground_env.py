@@ -173,6 +173,9 @@ class PlaygroundEnv(gym.Env):
     ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Advance one control step.
 
+        ``info["n_contacts"]`` is the number of active contacts (those in the
+        constraint solver) of the step's last substep.
+
         A step whose state or observation turns non-finite is reported with
         ``info["nonfinite"] = True`` and ``truncated = True``; the observation
         returned is then the last finite one, never a NaN.
@@ -184,11 +187,19 @@ class PlaygroundEnv(gym.Env):
         action = check_array(action, self.action_space.shape, self.sim.dtype)
         fn = self.sim.step_jacobian if self.compute_jacobians else self.sim.step
         out = fn(self._state, action)
-        s, s_next, obs, reward, done, finite = jax.device_get(
-            (out.s, out.s_next, out.state.obs, out.state.reward, out.state.done, out.finite)
+        s, s_next, obs, reward, done, finite, n_contacts = jax.device_get(
+            (
+                out.s,
+                out.s_next,
+                out.state.obs,
+                out.state.reward,
+                out.state.done,
+                out.finite,
+                out.n_contacts,
+            )
         )
         self._elapsed += 1
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = {"n_contacts": int(n_contacts)}
         terminated = bool(done) and bool(finite)
         truncated = self._elapsed >= self.episode_length
         if finite:

@@ -21,7 +21,7 @@ from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compila
 from jacobian_wrappers.registry import check_env_name
 from jacobian_wrappers.state_space import StateSpace
 
-__all__ = ["Simulator", "Transition", "get_simulator"]
+__all__ = ["Simulator", "Transition", "active_contacts", "get_simulator"]
 
 
 class Transition(NamedTuple):
@@ -34,6 +34,9 @@ class Transition(NamedTuple):
         jacobian: ``[J_s | J_a]``, shape ``(d_t, d_t + d_a)`` with ``d_t`` the tangent
             dimension, or ``None`` when not computed.
         finite: Whether ``s_next`` and the observation are all finite.
+        n_contacts: Active contacts (``dist < includemargin``, i.e. in the
+            constraint solver) found by collision detection in the step's last
+            substep.
     """
 
     state: Any
@@ -41,6 +44,16 @@ class Transition(NamedTuple):
     s_next: jax.Array
     jacobian: jax.Array | None
     finite: jax.Array
+    n_contacts: jax.Array
+
+
+def active_contacts(data: Any) -> jax.Array:
+    """Number of contacts of MJX ``data`` that enter the constraint solver."""
+    impl = getattr(data, "_impl", None)
+    contact = impl.contact if impl is not None and hasattr(impl, "contact") else data.contact
+    if contact.dist.size == 0:
+        return jnp.zeros((), dtype=jnp.int32)
+    return jnp.sum(contact.dist - contact.includemargin < 0).astype(jnp.int32)
 
 
 def _strong(tree: Any) -> Any:
@@ -156,7 +169,14 @@ class Simulator:
                 def flat(leaves: list, action: jax.Array) -> list:
                     out = self.transition(jax.tree.unflatten(treedef, leaves), action, jacobian)
                     jac = [out.jacobian] if jacobian else []
-                    return [*jax.tree.leaves(out.state), out.s, out.s_next, *jac, out.finite]
+                    return [
+                        *jax.tree.leaves(out.state),
+                        out.s,
+                        out.s_next,
+                        *jac,
+                        out.finite,
+                        out.n_contacts,
+                    ]
 
                 key = f"{self.env_name}|{sorted(self.config_overrides.items())}|step|{jacobian}"
                 fn = exported_or_jit(flat, (leaves, action), key, active_cache_dir())
@@ -165,7 +185,7 @@ class Simulator:
             n = len(leaves)
             jac = out[n + 2] if jacobian else None
             new_state = jax.tree.unflatten(treedef, out[:n])
-            return Transition(new_state, out[n], out[n + 1], jac, out[-1])
+            return Transition(new_state, out[n], out[n + 1], jac, out[-2], out[-1])
 
     def _reset(self, key: jax.Array) -> Any:
         return _strong(self.env.reset(key))
@@ -203,7 +223,7 @@ class Simulator:
             x0 = jnp.zeros(space.tangent_dim + self.action_size, dtype=s.dtype)
             jac, (new, s_next) = jax.jacfwd(step_from, has_aux=True)(x0)
         finite = jnp.isfinite(s_next).all() & jnp.isfinite(new.obs).all()
-        return Transition(_strong(new), s, s_next, jac, finite)
+        return Transition(_strong(new), s, s_next, jac, finite, active_contacts(new.data))
 
 
 @functools.cache

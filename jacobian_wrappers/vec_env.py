@@ -48,7 +48,13 @@ class PlaygroundVecEnv(VecEnv):
     ``"jacobian_state"``, ``"jacobian_action"``); on other steps they are absent.
     A step whose state turns non-finite sets ``infos[i]["nonfinite"] = True``,
     ends the episode as truncated and resets that env; its
-    ``terminal_observation`` is the last finite observation.
+    ``terminal_observation`` is the last finite observation. Every step's
+    ``infos[i]["n_contacts"]`` counts the active contacts of the step's last substep.
+
+    After each step, :attr:`last_transition` holds the whole batch as arrays
+    (``state``, ``action``, ``next_state``, ``reward``, ``terminated``,
+    ``truncated``, ``n_contacts`` and, on Jacobian steps, ``jacobian_state``
+    and ``jacobian_action``), for consumers that want no per-env dicts.
 
     Env ``i`` is seeded like ``PlaygroundEnv(seed=seed + i)``; later episodes
     split that key, as the single env does.
@@ -114,6 +120,7 @@ class PlaygroundVecEnv(VecEnv):
         self._keys: jax.Array | None = None
         self._elapsed: jax.Array | None = None
         self._obs: np.ndarray | None = None
+        self.last_transition: dict[str, np.ndarray] = {}
         self._step_fns = {
             flag: self.sim.scoped(jax.jit(self._make_step(flag))) for flag in (False, True)
         }
@@ -149,6 +156,7 @@ class PlaygroundVecEnv(VecEnv):
                 terminated[:, None],
                 truncated[:, None],
                 out.finite[:, None],
+                out.n_contacts[:, None],
                 terminal_obs,
                 out.s,
                 out.s_next,
@@ -209,13 +217,25 @@ class PlaygroundVecEnv(VecEnv):
         obs, rest = host[:, :o], host[:, o:]
         rewards = rest[:, 0].astype(np.float32)
         terminated, truncated, finite = rest[:, 1] > 0, rest[:, 2] > 0, rest[:, 3] > 0
-        terminal_obs, rest = rest[:, 4 : 4 + o], rest[:, 4 + o :]
+        n_contacts = rest[:, 4].astype(np.int32)
+        terminal_obs, rest = rest[:, 5 : 5 + o], rest[:, 5 + o :]
         s, s_next, rest = rest[:, :d_s], rest[:, d_s : 2 * d_s], rest[:, 2 * d_s :]
         dones = terminated | truncated
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        infos: list[dict[str, Any]] = [{"n_contacts": int(c)} for c in n_contacts]
+        self.last_transition = {
+            "state": s,
+            "action": self._actions,
+            "next_state": s_next,
+            "reward": rewards,
+            "terminated": terminated,
+            "truncated": truncated,
+            "n_contacts": n_contacts,
+        }
         if with_jac:
             d_t = self.sim.space.tangent_dim
             jac = rest.reshape(self.num_envs, d_t, d_t + self.sim.action_size)
+            self.last_transition["jacobian_state"] = jac[:, :, :d_t]
+            self.last_transition["jacobian_action"] = jac[:, :, d_t:]
             finite_jac = np.isfinite(rest).all(axis=1)
             keys = DEFAULT_INFO_KEYS
             for i, info in enumerate(infos):

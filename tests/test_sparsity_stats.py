@@ -90,3 +90,28 @@ def test_run_lengths_vectorised_over_envs_and_inactive_steps() -> None:
     # env1 elem0: N . Z -> non-zero 1, zero 1.  env1 elem1: N . N -> whole episode, left out.
     assert r.zero_hist.tolist() == [0, 1, 2]
     assert r.nonzero_hist.tolist() == [0, 3]
+
+
+def test_episode_run_lengths_hand_built_and_against_incremental():
+    from callbacks.sparsity_stats import episode_run_lengths
+
+    # One element over 7 steps: 0 0 1 1 1 0 0 -> zero runs 2 and 2, a non-zero run of 3.
+    seq = np.array([1, 1, 0, 0, 0, 1, 1], bool)[:, None]
+    zr, nr = episode_run_lengths(seq)
+    assert sorted(zr) == [2, 2] and list(nr) == [3]
+    # An element constant over the whole episode gives no run.
+    assert [len(x) for x in episode_run_lengths(np.ones((5, 1), bool))] == [0, 0]
+    # Data that stop before the episode ended: the run still going is left out.
+    zr, nr = episode_run_lengths(seq, complete=False)
+    assert list(zr) == [2] and list(nr) == [3]
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        steps = int(rng.integers(1, 25))
+        z = rng.random((steps, 2, 3)) < rng.random()
+        inc = RunLengths(1, (2, 3))
+        for t in range(steps):
+            inc.update(z[t : t + 1], np.array([t == steps - 1]))
+        zr, nr = episode_run_lengths(z)
+        for runs, hist in ((zr, inc.zero_hist), (nr, inc.nonzero_hist)):
+            ours = np.bincount(runs, minlength=len(hist))
+            np.testing.assert_array_equal(np.trim_zeros(ours, "b"), np.trim_zeros(hist, "b"))

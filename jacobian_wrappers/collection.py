@@ -1,0 +1,303 @@
+"""Collect transitions with Jacobians from a ``PlaygroundVecEnv`` into a data set.
+
+:class:`TransitionRecorder` turns the batches of
+:attr:`PlaygroundVecEnv.last_transition` into rows with episode ids and step
+indices; :func:`collect` drives it with any policy, and
+``callbacks.DatasetCallback`` drives it during SB3 training.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jacobian_wrappers.storage import DatasetMeta, TransitionWriter
+from jacobian_wrappers.vec_env import PlaygroundVecEnv
+
+__all__ = ["CollectionResult", "TransitionRecorder", "collect", "make_policy"]
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class TransitionRecorder:
+    """Writes each step of a ``PlaygroundVecEnv`` as rows of a data set.
+
+    Episode ids are global in the file (continuing after a resumed file's last
+    one); step indices count from 0 within an episode. Transitions whose state,
+    next state or Jacobians are not finite are not written: they are counted
+    in :attr:`skipped_nonfinite` and a warning names them.
+
+    Args:
+        writer: Open data set.
+        n_envs: Envs of the VecEnv.
+    """
+
+    def __init__(self, writer: TransitionWriter, n_envs: int) -> None:
+        self.writer = writer
+        self.n_envs = int(n_envs)
+        first = writer.next_episode
+        self._episode = np.arange(first, first + self.n_envs, dtype=np.int64)
+        self._next_episode = first + self.n_envs
+        self._step = np.zeros(self.n_envs, dtype=np.int32)
+        self.skipped_nonfinite = 0
+
+    def record(self, transition: dict[str, np.ndarray], max_rows: int | None = None) -> int:
+        """Append one vector step (``PlaygroundVecEnv.last_transition``).
+
+        Args:
+            transition: Batch of ``n_envs`` transitions.
+            max_rows: Write at most this many (the first envs'), e.g. to stop at
+                an exact row count.
+
+        Returns:
+            Rows written.
+        """
+        if self.writer.meta.jacobians and "jacobian_state" not in transition:
+            raise ValueError(
+                "this step has no Jacobians but the data set stores them: use "
+                "PlaygroundVecEnv(jacobians=True, jacobian_every=1)"
+            )
+        dones = transition["terminated"] | transition["truncated"]
+        rows = {k: transition[k] for k in self.writer.meta.columns() if k in transition}
+        rows["episode"] = self._episode.copy()
+        rows["step"] = self._step.copy()
+        finite = np.ones(self.n_envs, dtype=bool)
+        for k in ("state", "next_state", "jacobian_state", "jacobian_action"):
+            if k in rows:
+                finite &= np.isfinite(rows[k].reshape(self.n_envs, -1)).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            self.skipped_nonfinite += len(bad)
+            warnings.warn(
+                f"skipping {len(bad)} non-finite transition(s) of envs {bad.tolist()} "
+                f"(episodes {self._episode[bad].tolist()}); the episode ends there",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        keep = finite
+        if max_rows is not None:
+            keep = finite & (np.cumsum(finite) <= max_rows)
+        if not keep.all():
+            rows = {k: v[keep] for k, v in rows.items()}
+        self.writer.append(rows)
+        # Advance the episode bookkeeping after the done step was recorded.
+        self._step += 1
+        n_done = int(dones.sum())
+        if n_done:
+            self._episode[dones] = np.arange(self._next_episode, self._next_episode + n_done)
+            self._next_episode += n_done
+            self._step[dones] = 0
+        return int(keep.sum())
+
+
+def make_policy(policy: Any, env: PlaygroundVecEnv, seed: int = 0) -> tuple[Policy, str]:
+    """A batch policy ``obs -> actions`` and its description.
+
+    Args:
+        policy: ``"random"`` (uniform in the action box), a path to an SB3
+            ``.zip`` (PPO, SAC, ... loaded with its class from the zip), an
+            SB3 model (its stochastic ``predict``), or a callable ``obs -> actions``.
+        env: The env the policy will act in.
+        seed: Seed of the random policy.
+
+    Raises:
+        ValueError: An unknown policy string or a file that is not an SB3 model.
+    """
+    if isinstance(policy, str | os.PathLike) and str(policy) == "random":
+        rng = np.random.default_rng(seed)
+        low, high = env.action_space.low, env.action_space.high
+        dtype = env.action_space.dtype
+
+        def random_policy(obs: np.ndarray) -> np.ndarray:
+            return rng.uniform(low, high, size=(len(obs), *low.shape)).astype(dtype)
+
+        return random_policy, f"random uniform in the action box (seed {seed})"
+    if isinstance(policy, str | os.PathLike):
+        policy = _load_sb3(str(policy))
+    if hasattr(policy, "predict"):
+        model = policy
+
+        def model_policy(obs: np.ndarray) -> np.ndarray:
+            return model.predict(obs, deterministic=False)[0]
+
+        desc = f"{type(model).__name__} stochastic predict"
+        if getattr(model, "_loaded_from", None):
+            desc += f" ({model._loaded_from})"
+        return model_policy, desc
+    if callable(policy):
+        return policy, getattr(policy, "__name__", type(policy).__name__)
+    raise ValueError(
+        f"policy must be 'random', a path to an SB3 .zip, an SB3 model or a callable, "
+        f"got {policy!r}"
+    )
+
+
+# Module of a saved policy class -> the algorithms that use it, most likely first.
+_ALGOS_BY_POLICY = (
+    ("sac.policies", ("SAC",)),
+    ("td3.policies", ("TD3", "DDPG")),
+    ("tqc.policies", ("TQC",)),
+    ("recurrent", ("RecurrentPPO",)),
+    ("common.policies", ("PPO", "A2C", "TRPO")),
+)
+
+
+def _load_sb3(path: str) -> Any:
+    """Load an SB3 / sb3-contrib model zip with the algorithm its policy class names."""
+    import json
+    import zipfile
+
+    import sb3_contrib
+    import stable_baselines3
+
+    if not os.path.exists(path):
+        raise ValueError(f"policy {path!r} is neither 'random' nor an existing SB3 .zip file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data"))
+        policy_module = json.dumps(data["policy_class"])
+    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+        raise ValueError(f"{path} is not an SB3 model zip: {err}") from err
+    names = next((algos for key, algos in _ALGOS_BY_POLICY if key in policy_module), ())
+    errors = []
+    for name in names:
+        cls = getattr(stable_baselines3, name, None) or getattr(sb3_contrib, name, None)
+        try:
+            model = cls.load(path, device="cpu")
+        except Exception as err:  # another algorithm with the same policy class
+            errors.append(f"{name}: {err}")
+            continue
+        model._loaded_from = f"{name} from {os.path.basename(path)}"
+        return model
+    raise ValueError(
+        f"could not load {path} as an SB3 model ({'; '.join(errors) or 'unknown policy class'})"
+    )
+
+
+@dataclass
+class CollectionResult:
+    """What :func:`collect` did.
+
+    Attributes:
+        path: The data set.
+        rows: Rows in the file at the end.
+        new_rows: Rows written by this call.
+        seconds: Wall time of the stepping loop, first (compiling) step included.
+        steady_rows: Rows written after the first step.
+        steady_seconds: Wall time after the first step.
+        skipped_nonfinite: Non-finite transitions not written.
+    """
+
+    path: str
+    rows: int
+    new_rows: int
+    seconds: float
+    steady_rows: int
+    steady_seconds: float
+    skipped_nonfinite: int
+
+    @property
+    def steps_per_second(self) -> float:
+        """Rows per second after the first step (which compiles the step function)."""
+        if self.steady_seconds <= 0:
+            return float("nan")
+        return self.steady_rows / self.steady_seconds
+
+
+def collect(
+    env: PlaygroundVecEnv,
+    n_steps: int,
+    path: str | os.PathLike,
+    *,
+    policy: Any = "random",
+    seed: int = 0,
+    threshold: float = 1e-15,
+    chunk_size: int = 4096,
+    compression: str | None = "lzf",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> CollectionResult:
+    """Collect ``n_steps`` transitions (over all envs) into the data set at ``path``.
+
+    Every step's ``(s, a, s', J_s, J_a)`` is stored with episode id, step index,
+    reward, done flags and active contacts. With ``resume=True`` an existing
+    file (e.g. of an interrupted run) is continued until it holds ``n_steps``
+    rows. Stopping early (``KeyboardInterrupt``) keeps every row collected.
+
+    Args:
+        env: The VecEnv; with ``jacobians=True`` it must have ``jacobian_every=1``.
+        n_steps: Rows the file should hold at the end.
+        path: HDF5 file.
+        policy: See :func:`make_policy`.
+        seed: Seed of a random policy.
+        threshold: Zero threshold stored as the analysis default.
+        chunk_size: Rows per chunk.
+        compression: See :class:`TransitionWriter`.
+        resume: Continue an existing file.
+        overwrite: Replace an existing file.
+        progress: Show a tqdm progress bar with the steps/s.
+
+    Raises:
+        ValueError: Bad ``n_steps``, ``jacobian_every != 1``, or a bad policy.
+    """
+    if int(n_steps) < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if not isinstance(env, PlaygroundVecEnv):
+        raise TypeError(f"collect needs a PlaygroundVecEnv, got {type(env).__name__}")
+    if env.jacobians and env.jacobian_every != 1:
+        raise ValueError(
+            f"collect stores a Jacobian with every transition; the env has "
+            f"jacobian_every={env.jacobian_every}, need 1 (or jacobians=False)"
+        )
+    act, desc = make_policy(policy, env, seed)
+    meta = DatasetMeta.from_simulator(
+        env.sim, jacobians=env.jacobians, threshold=threshold, policy=desc
+    )
+    with TransitionWriter(
+        path,
+        meta,
+        chunk_size=chunk_size,
+        compression=compression,
+        resume=resume,
+        overwrite=overwrite,
+    ) as writer:
+        start_rows = writer.total_rows
+        recorder = TransitionRecorder(writer, env.num_envs)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(n_steps), initial=start_rows, unit="step", desc=meta.env_name)
+        obs = env.reset()
+        t0 = time.perf_counter()
+        t1, rows1 = None, 0
+        try:
+            while writer.total_rows < n_steps:
+                obs, _, _, _ = env.step(act(obs))
+                left = int(n_steps) - writer.total_rows
+                written = recorder.record(env.last_transition, max_rows=left)
+                if t1 is None:
+                    t1, rows1 = time.perf_counter(), writer.total_rows
+                if bar is not None:
+                    bar.update(written)
+        finally:
+            t_end = time.perf_counter()
+            if bar is not None:
+                bar.close()
+        rows = writer.total_rows
+    return CollectionResult(
+        path=str(path),
+        rows=rows,
+        new_rows=rows - start_rows,
+        seconds=t_end - t0,
+        steady_rows=rows - rows1 if t1 is not None else 0,
+        steady_seconds=t_end - t1 if t1 is not None else 0.0,
+        skipped_nonfinite=recorder.skipped_nonfinite,
+    )
