@@ -57,7 +57,7 @@ def main() -> None:
     print(f"mean sparsity of [J_s | J_a]: {gz.frequency().mean():.3f}")
     print(
         f"global zeros: J_s {counts['state']} of {d_s * d_s} ({counts['state_pct']:.1f}%), "
-        f"J_a {counts['action']} of {gz.shape[1] - d_s} x {d_s}"
+        f"J_a {counts['action']} of {d_s} x {gz.shape[1] - d_s}"
     )
     print(f"distinct zero patterns: {sparsity.patterns.distinct}")
     print(

@@ -1,0 +1,131 @@
+"""Training samples/s of the world-model losses, as ratios to the ``state`` loss.
+
+CheetahRun-sized synthetic batches (``d_s = 18``, ``d_a = 6``), the study's
+2x512 ELU MLP with dropout 0.1, batch 512, Adam; one full training step
+(loss, backward, optimizer step) per call. Variants:
+
+* the five loss modes with the whole Jacobian (chain rule through the MLP,
+  :meth:`DynamicsMLP.forward_with_jacobian`, as training uses it);
+* ``state-jacobian`` with a plain ``vmap(jacrev)`` Jacobian (the reference
+  the targets were set against);
+* ``state-jacobian`` supervising ``k`` random Jacobian columns per sample by
+  forward mode (analytic and ``torch.func.jvp``).
+
+All variants are timed in alternating rounds after a warm-up, and the median
+of the rounds is reported, so the ratios see the same machine load.
+Targets: every exact Jacobian mode <= 15x ``state``, column subset <= 4x.
+
+    python benchmarks/world_model_speed.py [--rounds 5] [--seconds 1.5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from world_models import LOSS_MODES, Batch, DynamicsMLP, compute_loss
+
+
+def make_batch(n: int, d_s: int, d_a: int, seed: int = 0) -> Batch:
+    """Random normalised transitions with Jacobians that are 40% zeros."""
+    g = torch.Generator().manual_seed(seed)
+    jac = torch.randn(n, d_s, d_s + d_a, generator=g)
+    mask = torch.rand(n, d_s, d_s + d_a, generator=g) < 0.4
+    jac[mask] = 0
+    return Batch(
+        state=torch.randn(n, d_s, generator=g),
+        action=torch.randn(n, d_a, generator=g),
+        next_state=torch.randn(n, d_s, generator=g),
+        delta=torch.randn(n, d_s, generator=g),
+        jacobian=jac,
+        zero_mask=mask,
+    )
+
+
+def make_step(variant: str, model: DynamicsMLP, batch: Batch) -> Callable[[], None]:
+    """One training step of ``variant`` (a loss mode, ``...@jacrev`` or ``...@k<n>``)."""
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-3)
+    mode, _, how = variant.partition("@")
+
+    def step() -> None:
+        if how == "jacrev":
+            out = model(batch.state, batch.action)
+            jac = model.jacobian(batch.state, batch.action, method="jacrev")
+            loss = ((out - batch.next_state) ** 2).mean() + ((jac - batch.jacobian) ** 2).mean()
+        elif how.startswith("k"):
+            k, _, method = how[1:].partition("-")
+            loss, _ = compute_loss(
+                model, batch, mode, columns=int(k), column_method=method or "analytic"
+            )
+        else:
+            loss, _ = compute_loss(model, batch, mode)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def interleaved_rates(
+    steps: dict[str, Callable[[], None]], batch_size: int, seconds: float, rounds: int
+) -> dict[str, list[float]]:
+    """Samples/s of every step function, per round, the variants alternating."""
+    for fn in steps.values():  # warm-up
+        fn()
+        fn()
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            calls, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds or calls < 2:
+                fn()
+                calls += 1
+            rates[name].append(calls * batch_size / elapsed)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--d-s", type=int, default=18)
+    parser.add_argument("--d-a", type=int, default=6)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.5, help="per variant and round")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--columns", type=int, nargs="+", default=[1, 2, 4])
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    batch = make_batch(args.batch_size, args.d_s, args.d_a)
+    variants = [*LOSS_MODES, "state-jacobian@jacrev"]
+    variants += [f"state-jacobian@k{k}" for k in args.columns]
+    variants += [f"state-jacobian-l1-sparse-only@k{args.columns[-1]}"]
+    variants += [f"state-jacobian@k{args.columns[0]}-jvp"]
+    steps = {}
+    for v in variants:
+        model = DynamicsMLP(args.d_s, args.d_a, width=args.width, depth=args.depth).train()
+        steps[v] = make_step(v, model, batch)
+    print(
+        f"d_s={args.d_s} d_a={args.d_a} MLP {args.depth}x{args.width} batch {args.batch_size}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"median of {args.rounds} alternating rounds of {args.seconds} s"
+    )
+    rates = interleaved_rates(steps, args.batch_size, args.seconds, args.rounds)
+    base = statistics.median(rates["state"])
+    print(f"{'variant':45s} {'samples/s':>10s} {'cost vs state':>14s}")
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"{name:45s} {med:10.0f} {base / med:13.1f}x")
+
+
+if __name__ == "__main__":
+    main()

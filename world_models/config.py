@@ -1,0 +1,137 @@
+"""Training configuration of the world models, with the study's defaults (SPEC section 5)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from world_models.evaluate import DEFAULT_THRESHOLDS
+from world_models.losses import LossWeights
+from world_models.model import ACTIVATIONS, INITS
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """How to train one world model. Defaults are the study's (SPEC section 5).
+
+    Attributes:
+        width: Units per hidden layer.
+        depth: Hidden layers.
+        activation: ``"elu"``, ``"relu"``, ``"tanh"`` or ``"silu"``.
+        dropout: Dropout probability after each hidden layer.
+        init: Weight initialisation (see ``world_models.model.INITS``).
+        predict_delta: Predict ``s' - s`` instead of ``s'``.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay (L2).
+        batch_size: Rows per step.
+        epochs: Passes over the train split.
+        test_fraction: Share of episodes held out for test.
+        seed: Seed of the split, initialisation, dropout and shuffling.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        weights: Weights of the loss terms.
+        jacobian_columns: Supervise this many random Jacobian columns per
+            sample (forward mode) instead of the whole Jacobian; ``None``: all.
+        threshold: Zero threshold of the sparse-only mask; the data set's by default.
+        eval_thresholds: Thresholds of the induced-sparsity metrics.
+        eval_every: Evaluate on the test split every this many epochs (and at the end).
+        eval_rows: Test rows of the per-epoch evaluations (``None``: all);
+            the final evaluation uses the whole test split.
+        horizon: Longest open-loop horizon of the final evaluation (0: none).
+        max_rollouts: Start states of the open-loop evaluation.
+        buffer_chunks: Data chunks pooled for shuffling.
+        chunk_size: Rows per read; the files' chunk by default.
+        log_dir: TensorBoard directory; ``None`` logs nothing.
+        checkpoint: File saved after every epoch; ``None`` saves none.
+        resume: Continue from ``checkpoint`` if it exists.
+        progress: Show a tqdm progress bar.
+        num_threads: ``torch.set_num_threads`` for the run; ``None`` leaves it.
+        normaliser_eps: The ``e`` added to standard deviations.
+    """
+
+    width: int = 512
+    depth: int = 2
+    activation: str = "elu"
+    dropout: float = 0.1
+    init: str = "kaiming_normal"
+    predict_delta: bool = False
+    lr: float = 0.002
+    weight_decay: float = 0.001
+    batch_size: int = 512
+    epochs: int = 100
+    test_fraction: float = 0.1
+    seed: int = 1
+    device: str = "auto"
+    weights: LossWeights = field(default_factory=LossWeights)
+    jacobian_columns: int | None = None
+    threshold: float | None = None
+    eval_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    eval_every: int = 1
+    eval_rows: int | None = 8192
+    horizon: int = 10
+    max_rollouts: int = 512
+    buffer_chunks: int = 8
+    chunk_size: int | None = None
+    log_dir: str | None = None
+    checkpoint: str | None = None
+    resume: bool = False
+    progress: bool = True
+    num_threads: int | None = None
+    normaliser_eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, Mapping):
+            self.weights = LossWeights(**self.weights)
+        self.eval_thresholds = tuple(float(t) for t in self.eval_thresholds)
+        positive = ("width", "depth", "batch_size", "epochs", "eval_every", "buffer_chunks")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}"
+            )
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
+            )
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
+        if self.jacobian_columns is not None and int(self.jacobian_columns) < 1:
+            raise ValueError(f"jacobian_columns must be >= 1 or None, got {self.jacobian_columns}")
+        if self.threshold is not None and self.threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.horizon < 0:
+            raise ValueError(f"horizon must be >= 0, got {self.horizon}")
+        if self.resume and not self.checkpoint:
+            raise ValueError("resume=True needs a checkpoint path")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (for checkpoints and JSON)."""
+        out = dataclasses.asdict(self)
+        out["eval_thresholds"] = list(self.eval_thresholds)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Raises:
+            ValueError: A key that is not a field.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig fields {sorted(unknown)}; fields: {sorted(names)}"
+            )
+        return cls(**dict(data))

@@ -1,0 +1,338 @@
+"""Streaming the stored transition data sets into training batches.
+
+* :func:`open_datasets` opens one or more HDF5 files of one env.
+* :func:`split_episodes` splits them into train and test by whole episodes.
+* :func:`fit_normaliser` fits the z-scores on the train split, chunk by chunk.
+* :class:`TransitionStream` is an ``IterableDataset`` of :class:`Batch` es: it
+  reads chunks of rows in a random order, keeps the rows of one split,
+  shuffles within a buffer of chunks and normalises; the data set is never
+  loaded whole. Only the ``episode`` column of every file is read in full
+  (8 bytes a row) to draw the split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from world_models.normaliser import Normaliser
+
+if TYPE_CHECKING:
+    from jacobian_wrappers.storage import TransitionReader
+
+__all__ = [
+    "Batch",
+    "DataSource",
+    "EpisodeSplit",
+    "TransitionStream",
+    "fit_normaliser",
+    "has_jacobians",
+    "open_datasets",
+    "split_episodes",
+]
+
+#: A data set path, an open reader, or a list of either.
+DataSource = Union[
+    str, os.PathLike, "TransitionReader", Sequence[Union[str, os.PathLike, "TransitionReader"]]
+]
+
+_BASE_KEYS = ("state", "action", "next_state", "episode")
+_JAC_KEYS = ("jacobian_state", "jacobian_action")
+
+
+def open_datasets(data: DataSource) -> list[TransitionReader]:
+    """Open the data set(s) of one env; readers passed in are used as they are.
+
+    Raises:
+        ValueError: No data, files of different envs or dimensions, an empty
+            file, or a state whose Jacobian rows are tangent coordinates
+            (``d_t != d_s``, free or ball joints), which the models do not handle.
+    """
+    from jacobian_wrappers.storage import TransitionReader
+
+    items = [data] if isinstance(data, (str, os.PathLike, TransitionReader)) else list(data)
+    if not items:
+        raise ValueError("no data set given")
+    readers = [x if isinstance(x, TransitionReader) else TransitionReader(x) for x in items]
+    first = readers[0].meta
+    for r in readers:
+        m = r.meta
+        if (m.env_name, m.state_labels, m.action_labels) != (
+            first.env_name,
+            first.state_labels,
+            first.action_labels,
+        ):
+            raise ValueError(
+                f"all data sets must be of one env with the same state and action; "
+                f"{readers[0].path} is {first.env_name} (d_s={first.d_s}, d_a={first.d_a}), "
+                f"{r.path} is {m.env_name} (d_s={m.d_s}, d_a={m.d_a})"
+            )
+        if m.d_t != m.d_s:
+            raise ValueError(
+                f"{r.path}: world models need d_t == d_s (no free or ball joints); "
+                f"{m.env_name} has d_s={m.d_s}, d_t={m.d_t}"
+            )
+        if len(r) == 0:
+            raise ValueError(f"{r.path} holds no rows")
+    return readers
+
+
+def has_jacobians(readers: Sequence[TransitionReader]) -> bool:
+    """Whether every data set stores Jacobians."""
+    return all(r.meta.jacobians for r in readers)
+
+
+@dataclass(frozen=True)
+class EpisodeSplit:
+    """Which episodes of which file are test episodes.
+
+    Attributes:
+        test: Per file, the sorted episode ids of the test split.
+        n_episodes: Episodes over all files.
+        test_fraction: Fraction asked for.
+        seed: Seed of the draw.
+    """
+
+    test: tuple[np.ndarray, ...]
+    n_episodes: int
+    test_fraction: float
+    seed: int
+
+    def is_test(self, file_index: int, episodes: np.ndarray) -> np.ndarray:
+        """Boolean mask of the rows (given by their episode ids) in the test split."""
+        return np.isin(episodes, self.test[file_index])
+
+    def rows(self, part: str, file_index: int, episodes: np.ndarray) -> np.ndarray:
+        """Mask of the rows of ``part`` (``"train"``, ``"test"`` or ``"all"``)."""
+        if part == "all":
+            return np.ones(len(episodes), dtype=bool)
+        test = self.is_test(file_index, episodes)
+        return test if part == "test" else ~test
+
+
+def split_episodes(
+    readers: Sequence[TransitionReader], test_fraction: float = 0.1, seed: int = 0
+) -> EpisodeSplit:
+    """Draw a test split of whole episodes, deterministic in ``seed``.
+
+    ``round(test_fraction * n_episodes)`` episodes (at least one) over all
+    files go to test; every row of an episode lands on the same side.
+
+    Raises:
+        ValueError: ``test_fraction`` outside ``(0, 1)`` or fewer than two episodes.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    ids = []
+    for r in readers:
+        seen = np.unique(np.concatenate([c["episode"] for c in r.iter_chunks(["episode"])]))
+        ids.append(seen)
+    n = sum(len(i) for i in ids)
+    if n < 2:
+        raise ValueError(f"need at least 2 episodes to split by episode, the data hold {n}")
+    pairs = np.concatenate([np.stack([np.full(len(e), f), e], 1) for f, e in enumerate(ids)])
+    n_test = min(max(1, round(test_fraction * n)), n - 1)
+    chosen = pairs[np.random.default_rng(seed).permutation(n)[:n_test]]
+    test = tuple(np.sort(chosen[chosen[:, 0] == f, 1]) for f in range(len(readers)))
+    return EpisodeSplit(test, n, float(test_fraction), int(seed))
+
+
+def fit_normaliser(
+    readers: Sequence[TransitionReader],
+    split: EpisodeSplit | None = None,
+    part: str = "train",
+    eps: float = 1e-8,
+) -> Normaliser:
+    """Fit the z-scores on one part of the data (train by default), chunk by chunk."""
+
+    def chunks() -> Iterator[dict[str, np.ndarray]]:
+        for f, r in enumerate(readers):
+            for c in r.iter_chunks(_BASE_KEYS):
+                keep = split.rows(part, f, c["episode"]) if split is not None else slice(None)
+                yield {k: c[k][keep] for k in ("state", "action", "next_state")}
+
+    return Normaliser.fit(chunks(), eps=eps)
+
+
+@dataclass
+class Batch:
+    """A batch of transitions in normalised coordinates.
+
+    Attributes:
+        state: ``(B, d_s)`` normalised ``s``.
+        action: ``(B, d_a)`` normalised ``a``.
+        next_state: ``(B, d_s)`` normalised ``s'``.
+        delta: ``(B, d_s)`` normalised ``s' - s`` (target of delta models).
+        jacobian: ``(B, d_s, d_s + d_a)`` normalised ``[J_s | J_a]`` of ``s'``, or ``None``.
+        zero_mask: ``(B, d_s, d_s + d_a)`` bool, ``|J| < threshold`` on the raw
+            Jacobian (as the statistics count zeros), or ``None``.
+    """
+
+    state: Tensor
+    action: Tensor
+    next_state: Tensor
+    delta: Tensor
+    jacobian: Tensor | None = None
+    zero_mask: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.state.shape[0]
+
+    def to(self, device: str | torch.device) -> Batch:
+        """The batch on ``device``."""
+        return Batch(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                for f in fields(self)
+            }
+        )
+
+
+class TransitionStream(torch.utils.data.IterableDataset):
+    """Shuffled batches of one split, streamed from the data sets chunk by chunk.
+
+    Every pass (``iter``) visits the file chunks in a new random order
+    (``seed`` and the epoch set by :meth:`set_epoch`), pools ``buffer_chunks``
+    of them, shuffles the pooled rows and cuts batches; rows left over are
+    carried into the next pool. Use it directly, or in a
+    ``DataLoader(stream, batch_size=None)`` (no workers: HDF5 handles do not
+    survive a fork).
+
+    Args:
+        readers: Open data sets (:func:`open_datasets`).
+        split: Episode split; ``None`` uses every row.
+        part: ``"train"``, ``"test"`` or ``"all"``.
+        normaliser: Coordinates of the batches; the raw ones when ``None``.
+        batch_size: Rows per batch.
+        shuffle: Random chunk order and shuffled rows; ``False`` reads in file order.
+        buffer_chunks: Chunks pooled before shuffling.
+        chunk_size: Rows per read; the files' HDF5 chunk by default.
+        jacobians: Yield Jacobians and zero masks (default: when the files have them).
+        threshold: Zero threshold of the masks; the data set's own by default.
+        drop_last: Drop a last batch smaller than ``batch_size``.
+        seed: Seed of the shuffling.
+        dtype: Floating dtype of the tensors.
+
+    Raises:
+        ValueError: Bad ``part``/sizes, or ``jacobians=True`` on files without them.
+    """
+
+    def __init__(
+        self,
+        readers: Sequence[TransitionReader],
+        split: EpisodeSplit | None = None,
+        part: str = "train",
+        normaliser: Normaliser | None = None,
+        *,
+        batch_size: int = 512,
+        shuffle: bool = True,
+        buffer_chunks: int = 8,
+        chunk_size: int | None = None,
+        jacobians: bool | None = None,
+        threshold: float | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if part not in ("train", "test", "all"):
+            raise ValueError(f"part must be 'train', 'test' or 'all', got {part!r}")
+        for name, value in (("batch_size", batch_size), ("buffer_chunks", buffer_chunks)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if split is not None and len(split.test) != len(readers):
+            raise ValueError(f"split is for {len(split.test)} files, got {len(readers)} readers")
+        available = has_jacobians(readers)
+        if jacobians and not available:
+            missing = [str(r.path) for r in readers if not r.meta.jacobians]
+            raise ValueError(f"jacobians=True but these data sets have no Jacobians: {missing}")
+        self.readers = list(readers)
+        self.split, self.part = split, part
+        meta = self.readers[0].meta
+        self.normaliser = normaliser or Normaliser.identity(meta.d_s, meta.d_a)
+        self.batch_size, self.shuffle = int(batch_size), bool(shuffle)
+        self.buffer_chunks = int(buffer_chunks)
+        self.chunk_size = int(chunk_size or self.readers[0].chunk_size)
+        self.jacobians = available if jacobians is None else bool(jacobians)
+        self.threshold = float(threshold if threshold is not None else meta.threshold)
+        self.drop_last, self.seed, self.dtype = bool(drop_last), int(seed), dtype
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle differently for each epoch (deterministic in seed and epoch)."""
+        self.epoch = int(epoch)
+
+    def _chunk_list(self, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+        spans = [
+            (f, lo, min(lo + self.chunk_size, len(r)))
+            for f, r in enumerate(self.readers)
+            for lo in range(0, len(r), self.chunk_size)
+        ]
+        if self.shuffle:
+            spans = [spans[i] for i in rng.permutation(len(spans))]
+        return spans
+
+    def _read(self, f: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+        keys = _BASE_KEYS + (_JAC_KEYS if self.jacobians else ())
+        chunk = next(self.readers[f].iter_chunks(keys, chunk_size=hi - lo, start=lo, stop=hi))
+        if self.split is not None:
+            keep = self.split.rows(self.part, f, chunk["episode"])
+            chunk = {k: v[keep] for k, v in chunk.items()}
+        return chunk
+
+    def _to_batch(self, rows: dict[str, np.ndarray]) -> Batch:
+        from callbacks.sparsity_stats import combine, zero_mask
+
+        norm = self.normaliser
+        s, a, s2 = rows["state"], rows["action"], rows["next_state"]
+        out = {
+            "state": norm.normalise("state", s),
+            "action": norm.normalise("action", a),
+            "next_state": norm.normalise("next_state", s2),
+            "delta": norm.normalise("delta", np.asarray(s2, np.float64) - s),
+        }
+        tensors = {k: torch.as_tensor(v, dtype=self.dtype) for k, v in out.items()}
+        if self.jacobians:
+            jac = combine(rows["jacobian_state"], rows["jacobian_action"])
+            # The mask comes from the raw Jacobian, as the sparsity statistics count zeros.
+            tensors["zero_mask"] = torch.as_tensor(zero_mask(jac, self.threshold))
+            tensors["jacobian"] = torch.as_tensor(
+                norm.jacobian_to_normalised(jac), dtype=self.dtype
+            )
+        return Batch(**tensors)
+
+    def __iter__(self) -> Iterator[Batch]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        spans = self._chunk_list(rng)
+        pool: list[dict[str, np.ndarray]] = []
+        for i in range(0, len(spans), self.buffer_chunks):
+            pool.extend(self._read(*span) for span in spans[i : i + self.buffer_chunks])
+            rows = {k: np.concatenate([c[k] for c in pool]) for k in pool[0]}
+            n = len(rows["state"])
+            if self.shuffle:
+                order = rng.permutation(n)
+                rows = {k: v[order] for k, v in rows.items()}
+            n_full = n - n % self.batch_size
+            for lo in range(0, n_full, self.batch_size):
+                yield self._to_batch({k: v[lo : lo + self.batch_size] for k, v in rows.items()})
+            pool = [{k: v[n_full:] for k, v in rows.items()}] if n_full < n else []
+        if pool and not self.drop_last:
+            yield self._to_batch(pool[0])
+
+    def n_rows(self) -> int:
+        """Rows of this part over all files (reads the episode columns)."""
+        total = 0
+        for f, r in enumerate(self.readers):
+            for c in r.iter_chunks(["episode"]):
+                total += int(
+                    self.split.rows(self.part, f, c["episode"]).sum()
+                    if self.split is not None
+                    else len(c["episode"])
+                )
+        return total

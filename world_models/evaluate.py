@@ -1,0 +1,254 @@
+"""Test-split metrics of a dynamics model: state error, induced sparsity, rollouts.
+
+* one-step next-state MSE, normalised (z-scores of ``s'``) and raw, next to
+  the MSE of the mean predictor (the train mean of ``s'``);
+* induced sparsity of the predicted Jacobian ``d s'/d(s, a)`` (raw
+  coordinates) at several thresholds, next to the target sparsity of the
+  ground truth at the same thresholds; precision and recall of the predicted
+  zero pattern against the true one; Jacobian MSE and MAE (normalised);
+* open-loop error over horizons ``1..H``: from a real state of a test
+  episode the model alone is rolled forward on the episode's recorded
+  actions and compared with the recorded states.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from world_models.data import EpisodeSplit, TransitionStream
+from world_models.model import DynamicsMLP
+from world_models.normaliser import Normaliser
+
+if TYPE_CHECKING:
+    from jacobian_wrappers.storage import TransitionReader
+
+__all__ = ["DEFAULT_THRESHOLDS", "EvalResult", "evaluate", "rollout_errors"]
+
+#: Zero thresholds of the sparsity metrics (the first is the statistics' default).
+DEFAULT_THRESHOLDS = (1e-15, 1e-6, 1e-4, 1e-2)
+
+
+@dataclass
+class EvalResult:
+    """Metrics on the test split (``nan`` where the data lack what a metric needs).
+
+    Attributes:
+        n_rows: Test rows evaluated.
+        mse_normalised: One-step next-state MSE in z-scores of ``s'``.
+        mse_raw: The same in raw units.
+        mean_predictor_mse_normalised: MSE of predicting the train mean of ``s'``.
+        jacobian_mse_normalised: MSE of the normalised Jacobian.
+        jacobian_mae_normalised: MAE of the normalised Jacobian.
+        thresholds: Zero thresholds of the four dicts below.
+        induced_sparsity: Threshold -> fraction of predicted elements ``|J_hat| < t``.
+        target_sparsity: Threshold -> fraction of true elements ``|J| < t``.
+        zero_precision: Threshold -> share of predicted zeros that are true zeros.
+        zero_recall: Threshold -> share of true zeros predicted as zeros.
+        horizon_mse_normalised: Open-loop MSE (z-scores of ``s'``) at horizons ``1..H``.
+        horizon_mse_raw: The same in raw units.
+        n_rollouts: Start states of the open-loop rollouts.
+    """
+
+    n_rows: int = 0
+    mse_normalised: float = math.nan
+    mse_raw: float = math.nan
+    mean_predictor_mse_normalised: float = math.nan
+    jacobian_mse_normalised: float = math.nan
+    jacobian_mae_normalised: float = math.nan
+    thresholds: tuple[float, ...] = ()
+    induced_sparsity: dict[float, float] = field(default_factory=dict)
+    target_sparsity: dict[float, float] = field(default_factory=dict)
+    zero_precision: dict[float, float] = field(default_factory=dict)
+    zero_recall: dict[float, float] = field(default_factory=dict)
+    horizon_mse_normalised: list[float] = field(default_factory=list)
+    horizon_mse_raw: list[float] = field(default_factory=list)
+    n_rollouts: int = 0
+
+    def flat(self) -> dict[str, float]:
+        """One level of scalars (``induced_sparsity@1e-15``, ``horizon_mse_normalised@5``, ...)."""
+        out: dict[str, float] = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, dict):
+                out.update({f"{key}@{t:g}": v for t, v in value.items()})
+            elif isinstance(value, list):
+                out.update({f"{key}@{h + 1}": v for h, v in enumerate(value)})
+            elif not isinstance(value, tuple):
+                out[key] = value
+        return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+@torch.no_grad()
+def evaluate(
+    model: DynamicsMLP,
+    readers: Sequence[TransitionReader],
+    split: EpisodeSplit | None,
+    normaliser: Normaliser,
+    *,
+    part: str = "test",
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    horizon: int = 10,
+    max_rows: int | None = None,
+    max_rollouts: int = 512,
+    batch_size: int = 1024,
+    jacobians: bool | None = None,
+    seed: int = 0,
+) -> EvalResult:
+    """Evaluate ``model`` (in eval mode, no dropout) on one part of the data.
+
+    Args:
+        model: Trained model (its normaliser already set).
+        readers: The data sets.
+        split: Episode split; ``None`` evaluates on every row.
+        normaliser: The normaliser the model was trained with.
+        part: ``"test"`` (default), ``"train"`` or ``"all"``.
+        thresholds: Zero thresholds of the sparsity metrics.
+        horizon: Longest open-loop horizon; 0 skips the rollouts.
+        max_rows: Evaluate only the first rows of the part (in file order).
+        max_rollouts: At most this many rollout start states (drawn at random).
+        batch_size: Rows per model call.
+        jacobians: Compute the Jacobian metrics (default: when the data have Jacobians).
+        seed: Seed of the rollout start draw.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.in_mean.device
+    stream = TransitionStream(
+        readers,
+        split,
+        part,
+        normaliser,
+        batch_size=batch_size,
+        shuffle=False,
+        jacobians=jacobians,
+    )
+    out_scale = torch.as_tensor(normaliser.scale("next_state"), device=device)
+    in_scale = torch.cat(
+        [torch.as_tensor(normaliser.scale(k), device=device) for k in ("state", "action")]
+    )
+    thresholds = tuple(float(t) for t in thresholds)
+    sums = {"n": 0, "se_n": 0.0, "se_raw": 0.0, "mean_se": 0.0, "jse": 0.0, "jae": 0.0, "jn": 0}
+    counts = {t: np.zeros(4) for t in thresholds}  # pred zeros, true zeros, both, elements
+    for batch in stream:
+        if max_rows is not None and sums["n"] >= max_rows:
+            break
+        batch = batch.to(device)
+        if stream.jacobians:
+            _, jac_n = model.forward_with_jacobian(batch.state, batch.action)
+        pred = model.predict(batch.state, batch.action)
+        err_n = (pred - batch.next_state).double()
+        sums["n"] += len(batch)
+        sums["se_n"] += float((err_n**2).sum())
+        sums["se_raw"] += float(((err_n * out_scale) ** 2).sum())
+        sums["mean_se"] += float((batch.next_state.double() ** 2).sum())
+        if stream.jacobians:
+            jerr = (jac_n - batch.jacobian).double()
+            sums["jse"] += float((jerr**2).sum())
+            sums["jae"] += float(jerr.abs().sum())
+            sums["jn"] += jerr.numel()
+            # Sparsity in raw coordinates, the ones of the ground truth's statistics.
+            jac_raw = (jac_n.double() * out_scale[:, None] / in_scale[None, :]).abs()
+            true_raw = (batch.jacobian.double() * out_scale[:, None] / in_scale[None, :]).abs()
+            for t in thresholds:
+                p = jac_raw < t
+                z = batch.zero_mask if t == stream.threshold else true_raw < t
+                counts[t] += [int(p.sum()), int(z.sum()), int((p & z).sum()), p.numel()]
+    n, d_s = sums["n"], model.d_s
+    result = EvalResult(n_rows=n, thresholds=thresholds)
+    if n:
+        result.mse_normalised = sums["se_n"] / (n * d_s)
+        result.mse_raw = sums["se_raw"] / (n * d_s)
+        result.mean_predictor_mse_normalised = sums["mean_se"] / (n * d_s)
+    if sums["jn"]:
+        result.jacobian_mse_normalised = sums["jse"] / sums["jn"]
+        result.jacobian_mae_normalised = sums["jae"] / sums["jn"]
+        for t, (n_pred, n_true, n_both, n_el) in counts.items():
+            result.induced_sparsity[t] = float(n_pred / n_el)
+            result.target_sparsity[t] = float(n_true / n_el)
+            result.zero_precision[t] = _ratio(float(n_both), float(n_pred))
+            result.zero_recall[t] = _ratio(float(n_both), float(n_true))
+    if horizon > 0:
+        h_n, h_raw, n_roll = rollout_errors(
+            model, readers, split, normaliser, horizon, part, max_rollouts, seed
+        )
+        result.horizon_mse_normalised, result.horizon_mse_raw = h_n, h_raw
+        result.n_rollouts = n_roll
+    model.train(was_training)
+    return result
+
+
+def _segments(steps: np.ndarray) -> list[np.ndarray]:
+    """Runs of consecutive step indices (positions into the sorted episode)."""
+    breaks = np.flatnonzero(np.diff(steps) != 1) + 1
+    return np.split(np.arange(len(steps)), breaks)
+
+
+@torch.no_grad()
+def rollout_errors(
+    model: DynamicsMLP,
+    readers: Sequence[TransitionReader],
+    split: EpisodeSplit | None,
+    normaliser: Normaliser,
+    horizon: int,
+    part: str = "test",
+    max_rollouts: int = 512,
+    seed: int = 0,
+) -> tuple[list[float], list[float], int]:
+    """Open-loop MSE at horizons ``1..horizon`` along real episodes of ``part``.
+
+    From each start state ``s_t`` the model predicts ``s_{t+1}, ..., s_{t+H}``
+    from its own predictions and the recorded actions ``a_t, ..., a_{t+H-1}``;
+    starts are the steps with ``H`` recorded steps after them in the same
+    episode (consecutive step indices), at most ``max_rollouts`` of them.
+
+    Returns:
+        ``(mse_normalised per horizon, mse_raw per horizon, number of rollouts)``;
+        empty lists when no episode is long enough.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    keys = ["state", "action", "next_state", "step"]
+    starts_s, acts, truths = [], [], []
+    for f, reader in enumerate(readers):
+        for ep, rows in reader.episode_index().items():
+            if split is not None and not split.rows(part, f, np.array([ep]))[0]:
+                continue
+            data = reader.read_rows(rows, keys)
+            order = np.argsort(data["step"], kind="stable")
+            data = {k: v[order] for k, v in data.items()}
+            for seg in _segments(data["step"]):
+                for t in range(len(seg) - horizon + 1):
+                    window = seg[t : t + horizon]
+                    starts_s.append(data["state"][window[0]])
+                    acts.append(data["action"][window])
+                    truths.append(data["next_state"][window])
+    if not starts_s:
+        return [], [], 0
+    pick = np.arange(len(starts_s))
+    if len(pick) > max_rollouts:
+        pick = np.sort(np.random.default_rng(seed).choice(len(pick), max_rollouts, replace=False))
+    dev, dtype = model.in_mean.device, model.in_mean.dtype
+    s = torch.as_tensor(np.stack([starts_s[i] for i in pick]), dtype=dtype, device=dev)
+    a = torch.as_tensor(np.stack([acts[i] for i in pick]), dtype=dtype, device=dev)
+    truth = np.stack([truths[i] for i in pick])  # (n, H, d_s)
+    was_training = model.training
+    model.eval()
+    preds = []
+    for h in range(horizon):
+        s = model.predict_raw(s, a[:, h])
+        preds.append(s.double().cpu().numpy())
+    model.train(was_training)
+    err = np.stack(preds, axis=1) - truth
+    scale = normaliser.scale("next_state")
+    mse_raw = (err**2).mean(axis=(0, 2))
+    mse_n = ((err / scale) ** 2).mean(axis=(0, 2))
+    return mse_n.tolist(), mse_raw.tolist(), len(pick)
