@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--episode-length", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=1e-15)
     parser.add_argument("--chunk-size", type=int, default=4096)
+    parser.add_argument(
+        "--compression", default=None, choices=["lzf", "gzip"], help="default: none (fastest)"
+    )
     parser.add_argument("--no-jacobians", action="store_true", help="store s, a, s' only")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing file")
@@ -51,6 +54,7 @@ def main() -> None:
             seed=args.seed,
             threshold=args.threshold,
             chunk_size=args.chunk_size,
+            compression=args.compression,
             resume=args.resume,
             overwrite=args.overwrite,
             progress=True,

@@ -219,7 +219,7 @@ def collect(
     seed: int = 0,
     threshold: float = 1e-15,
     chunk_size: int = 4096,
-    compression: str | None = "lzf",
+    compression: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,

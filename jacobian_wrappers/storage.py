@@ -1,4 +1,4 @@
-"""Data sets of transitions with their Jacobians: chunked, compressed HDF5.
+"""Data sets of transitions with their Jacobians: chunked HDF5 (compression optional).
 
 One file holds one env's transitions ``(s, a, s', J_s, J_a)`` with episode id,
 step index, reward, done flags and active contacts, one row per transition,
@@ -11,7 +11,7 @@ killed at any point (even ``SIGKILL``) therefore leaves a file whose first
 ``n_complete`` rows are whole and readable; readers ignore anything beyond,
 and :class:`TransitionWriter` with ``resume=True`` cuts it off and appends.
 The HDF5 chunk of every array is the writer's chunk of rows, so reading a
-chunk of rows decompresses exactly one HDF5 chunk per array.
+chunk of rows touches exactly one HDF5 chunk per array.
 """
 
 from __future__ import annotations
@@ -224,7 +224,10 @@ class TransitionWriter:
         meta: What the data set is; with ``resume=True`` it must match the
             file's (env, precision, labels, Jacobians).
         chunk_size: Rows per chunk (also the HDF5 chunk length).
-        compression: ``"lzf"`` (fast, default), ``"gzip"`` or ``None``.
+        compression: ``None`` (default), ``"lzf"`` or ``"gzip"``. Measured on
+            CheetahRun float64 data, compression saves only 5-12% (Jacobian
+            mantissas are noise to a compressor) and cuts reading from
+            4 GB/s to 0.5 (lzf) or 0.3 GB/s (gzip): worth it only for archives.
         resume: Append to an existing file instead of refusing to overwrite it.
         overwrite: Replace an existing file.
 
@@ -240,7 +243,7 @@ class TransitionWriter:
         meta: DatasetMeta,
         *,
         chunk_size: int = 4096,
-        compression: str | None = "lzf",
+        compression: str | None = None,
         resume: bool = False,
         overwrite: bool = False,
     ) -> None:

@@ -45,10 +45,11 @@ def fake_rows(n: int, start: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def test_round_trip_and_metadata(tmp_path):
+@pytest.mark.parametrize("compression", [None, "lzf", "gzip"])
+def test_round_trip_and_metadata(tmp_path, compression):
     path = tmp_path / "d.h5"
     rows = fake_rows(250)
-    with TransitionWriter(path, META, chunk_size=64) as w:
+    with TransitionWriter(path, META, chunk_size=64, compression=compression) as w:
         w.append({k: v[:100] for k, v in rows.items()})
         w.append({k: v[100:] for k, v in rows.items()})
     with TransitionReader(path) as r:
