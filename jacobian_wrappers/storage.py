@@ -184,6 +184,7 @@ def _open_ours(path: str | os.PathLike, mode: str) -> h5py.File:
 
     Raises:
         FileNotFoundError: No such file.
+        BlockingIOError: Another process is writing the file.
         ValueError: Not an HDF5 file, truncated or corrupt, or not our format.
     """
     path = Path(path)
@@ -191,6 +192,11 @@ def _open_ours(path: str | os.PathLike, mode: str) -> h5py.File:
         raise FileNotFoundError(f"no data set at {path}")
     try:
         f = h5py.File(path, mode)
+    except BlockingIOError as err:  # HDF5's file lock: a writer has it open
+        raise BlockingIOError(
+            f"{path} is open for writing by another process (HDF5 file lock); open it "
+            "once that collection has finished or been stopped"
+        ) from err
     except OSError as err:
         raise ValueError(
             f"{path} is not a readable HDF5 file (truncated, corrupt or another format): {err}"

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import numpy as np
@@ -104,7 +103,8 @@ def test_interrupt_then_resume(tmp_path):
     )
     try:
         assert proc.stdout.readline().strip() == "written"
-        time.sleep(0.2)
+        with pytest.raises(BlockingIOError, match="open for writing by another process"):
+            TransitionReader(path)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
