@@ -41,7 +41,15 @@ def main() -> None:
         precision=args.precision,
         jacobian_every=args.jacobian_every,
     )
-    model = PPO("MlpPolicy", VecMonitor(venv), seed=args.seed, tensorboard_log=args.logdir)
+    # Short runs: shrink the rollout so PPO does not overshoot --timesteps (default 2048 per env).
+    n_steps = min(2048, max(64, args.timesteps // args.n_envs))
+    model = PPO(
+        "MlpPolicy",
+        VecMonitor(venv),
+        n_steps=n_steps,
+        seed=args.seed,
+        tensorboard_log=args.logdir,
+    )
     sparsity = SparsityCallback(
         threshold=args.threshold, log_freq=args.log_freq, heatmap_freq=args.heatmap_freq
     )
