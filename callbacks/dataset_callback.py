@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv
+
+from callbacks.sparsity_callback import base_venv
 
 __all__ = ["DatasetCallback"]
 
@@ -13,8 +15,7 @@ __all__ = ["DatasetCallback"]
 def _playground_venv(env: VecEnv):
     from jacobian_wrappers import PlaygroundVecEnv
 
-    while isinstance(env, VecEnvWrapper):
-        env = env.venv
+    env = base_venv(env)
     if not isinstance(env, PlaygroundVecEnv):
         raise ValueError(
             f"DatasetCallback records from a jacobian_wrappers.PlaygroundVecEnv (possibly "

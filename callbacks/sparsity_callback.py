@@ -21,12 +21,13 @@ from callbacks.sparsity_stats import (
     zero_mask,
 )
 
-__all__ = ["SparsityCallback", "check_env_has_jacobians"]
+__all__ = ["SparsityCallback", "base_venv", "check_env_has_jacobians"]
 
 _NOT_TB = ("stdout", "log", "json", "csv")
 
 
-def _base_venv(env: VecEnv) -> VecEnv:
+def base_venv(env: VecEnv) -> VecEnv:
+    """The innermost VecEnv under any ``VecEnvWrapper`` (``VecMonitor``, ``VecNormalize``...)."""
     while isinstance(env, VecEnvWrapper):
         env = env.venv
     return env
@@ -40,7 +41,7 @@ def check_env_has_jacobians(env: VecEnv) -> None:
     """
     from jacobian_wrappers import JacobianWrapper, PlaygroundVecEnv
 
-    base = _base_venv(env)
+    base = base_venv(env)
     if isinstance(base, PlaygroundVecEnv):
         ok = base.jacobians
     else:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
+
+from jacobian_wrappers._versions import installed_versions
 
 __all__ = ["exported_or_jit"]
 
@@ -36,13 +37,8 @@ def _source_hash() -> str:
 
 
 def _versions() -> str:
-    out = [f"source={_source_hash()}"]
-    for dist in _VERSIONED:
-        try:
-            out.append(f"{dist}={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            out.append(f"{dist}=?")
-    return ";".join(out)
+    versions = installed_versions(_VERSIONED)
+    return ";".join([f"source={_source_hash()}", *(f"{k}={v}" for k, v in versions.items())])
 
 
 def _signature(args: Sequence) -> str:

@@ -17,7 +17,6 @@ chunk of rows touches exactly one HDF5 chunk per array.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import os
 import time
@@ -28,6 +27,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from jacobian_wrappers._versions import installed_versions
 
 __all__ = [
     "FORMAT_NAME",
@@ -54,13 +55,7 @@ _VERSIONED = (
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a data set's numbers depend on."""
-    out = {}
-    for dist in _VERSIONED:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
+    return installed_versions(_VERSIONED)
 
 
 @dataclass(frozen=True)
@@ -263,8 +258,9 @@ class TransitionWriter:
         self._columns = meta.columns()
         if self.path.exists() and resume:
             self._file = _open_ours(self.path, "a")
-            self._check_resume(DatasetMeta.from_attrs(self._file.attrs))
-            self.meta = DatasetMeta.from_attrs(self._file.attrs)
+            stored = DatasetMeta.from_attrs(self._file.attrs)
+            self._check_resume(stored)
+            self.meta = stored
             self.n_rows = int(self._file.attrs["n_complete"])
             for name in self._columns:  # drop rows of an unfinished chunk
                 self._file[name].resize(self.n_rows, axis=0)
