@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Figure, TensorBoardOutputFormat
+from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from callbacks.figures import sparsity_timeline_figure, zero_frequency_figure
+from callbacks.live_figures import LiveHeatmap, LiveTimeline
 from callbacks.sparsity_stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
@@ -24,6 +24,7 @@ from callbacks.sparsity_stats import (
 __all__ = ["SparsityCallback", "base_venv", "check_env_has_jacobians"]
 
 _NOT_TB = ("stdout", "log", "json", "csv")
+_MAX_BLOCK = 256  # steps buffered before their statistics are computed
 
 
 def base_venv(env: VecEnv) -> VecEnv:
@@ -86,6 +87,12 @@ class SparsityCallback(BaseCallback):
     of ``[J_s | J_a]``, labelled) and ``sparsity/timeline`` (sparsity over the
     steps of the last finished episode of env 0).
 
+    Per step the callback only copies the Jacobians into a buffer; the
+    statistics are computed once per block of buffered steps (at every log, or
+    every 256 steps), vectorised over steps and envs, and the figures are
+    redrawn by blitting (:mod:`callbacks.live_figures`), so that the callback
+    stays within a few percent of training time even on cheap envs.
+
     Args:
         threshold: An element is zero when ``|J| < threshold``.
         log_freq: Log scalars (and dump the logger) every this many calls.
@@ -123,6 +130,13 @@ class SparsityCallback(BaseCallback):
         self._episode0: list[float] = []
         self.last_episode_timeline: list[float] | None = None
         self._tb_writer = None
+        # Steps are buffered and their statistics computed once per block (at
+        # every log, or when the buffer is full): per step only a copy is paid.
+        self._capacity = min(self.log_freq, self.heatmap_freq, _MAX_BLOCK)
+        self._buffer: dict[str, np.ndarray] = {}
+        self._filled = 0
+        self._heatmap: LiveHeatmap | None = None
+        self._timeline = LiveTimeline()
 
     # ----------------------------------------------------------------- hooks
     def _on_training_start(self) -> None:
@@ -144,16 +158,37 @@ class SparsityCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         infos: list[dict[str, Any]] = self.locals["infos"]
-        dones = np.asarray(self.locals.get("dones", np.zeros(len(infos), dtype=bool)), bool)
-        active = np.array([self.keys["jacobian_state"] in info for info in infos])
-        if active.any():
-            self._update(infos, active, dones)
-        elif self.runs is not None:
-            self.runs.update(np.zeros((len(infos), *self.global_zeros.shape), bool), dones, active)
-        if dones[0]:
-            if self._episode0:
-                self.last_episode_timeline = self._episode0
-            self._episode0 = []
+        dones = self.locals.get("dones")
+        key_s, key_a = self.keys["jacobian_state"], self.keys["jacobian_action"]
+        try:  # the common case: every env has a Jacobian this step
+            jac_s = [info[key_s] for info in infos]
+            jac_a = [info[key_a] for info in infos]
+            active = None
+        except KeyError:
+            active = np.array([key_s in info for info in infos])
+            jac_s = jac_a = None
+        if not self._buffer:
+            if active is not None and not active.any():
+                return self._after_step()  # nothing to size the buffer by yet
+            first = infos[int(np.argmax(active)) if active is not None else 0]
+            self._allocate(len(infos), first[key_s], first[key_a])
+        t, buf = self._filled, self._buffer
+        if active is None:
+            np.stack(jac_s, out=buf["state"][t])
+            np.stack(jac_a, out=buf["action"][t])
+            buf["active"][t] = True
+        else:
+            for i in np.flatnonzero(active):
+                buf["state"][t, i] = infos[i][key_s]
+                buf["action"][t, i] = infos[i][key_a]
+            buf["active"][t] = active
+        buf["done"][t] = False if dones is None else dones
+        self._filled += 1
+        if self._filled == self._capacity:
+            self._flush()
+        return self._after_step()
+
+    def _after_step(self) -> bool:
         if self.n_calls % self.log_freq == 0:
             self._log_scalars()
             self.logger.dump(self.num_timesteps)
@@ -162,34 +197,55 @@ class SparsityCallback(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
+        self._flush()
         if self.means.count:
             self._log_scalars()
             self.logger.dump(self.num_timesteps)
 
     # --------------------------------------------------------------- helpers
-    def _update(self, infos: list[dict[str, Any]], active: np.ndarray, dones: np.ndarray) -> None:
-        idx = np.flatnonzero(active)
-        jac = combine(
-            np.stack([infos[i][self.keys["jacobian_state"]] for i in idx]),
-            np.stack([infos[i][self.keys["jacobian_action"]] for i in idx]),
-        )
-        d_s = jac.shape[1]
-        zeros = zero_mask(jac, self.threshold)
-        if self.global_zeros is None:
-            self.global_zeros = GlobalZeros(zeros.shape[1:])
-            self.runs = RunLengths(len(infos), zeros.shape[1:])
-        per = sample_sparsity(zeros, d_s)
+    def _allocate(self, n_envs: int, jac_s: np.ndarray, jac_a: np.ndarray) -> None:
+        jac_s, jac_a = np.asarray(jac_s), np.asarray(jac_a)
+        dtype = np.result_type(jac_s, jac_a)
+        cap = self._capacity
+        self._buffer = {
+            "state": np.zeros((cap, n_envs, *jac_s.shape), dtype),
+            "action": np.zeros((cap, n_envs, *jac_a.shape), dtype),
+            "active": np.zeros((cap, n_envs), bool),
+            "done": np.zeros((cap, n_envs), bool),
+        }
+        shape = (jac_s.shape[0], jac_s.shape[1] + jac_a.shape[1])
+        self.global_zeros = GlobalZeros(shape)
+        self.runs = RunLengths(n_envs, shape)
+
+    def _flush(self) -> None:
+        """Statistics of the buffered steps, as one vectorised block."""
+        steps, buf = self._filled, self._buffer
+        if steps == 0:
+            return
+        self._filled = 0
+        active, done = buf["active"][:steps], buf["done"][:steps]
+        zeros = zero_mask(combine(buf["state"][:steps], buf["action"][:steps]), self.threshold)
+        self.runs.update_block(zeros, done, active)
+        d_s = buf["state"].shape[2]
+        sampled = zeros[active]  # (samples, d_s, d_s + d_a), in step order
+        per = sample_sparsity(sampled, d_s)
         self.means.update(per)
-        self.global_zeros.update(zeros)
-        self.patterns.update(zeros)
-        full = np.zeros((len(infos), *zeros.shape[1:]), dtype=bool)
-        full[idx] = zeros
-        self.runs.update(full, dones, active)
+        self.global_zeros.update(sampled)
+        self.patterns.update(sampled)
         self._hist_values.append(per["combined"])
-        if active[0]:
-            self._episode0.append(float(per["combined"][0]))
+        # Env 0's per-step sparsity, cut into episodes at its episode ends.
+        combined0 = zeros[:, 0].reshape(steps, -1).mean(axis=1)
+        begin = 0
+        for end in (*np.flatnonzero(done[:, 0]), steps - 1):
+            self._episode0.extend(combined0[begin : end + 1][active[begin : end + 1, 0]].tolist())
+            if done[end, 0] and end >= begin:
+                if self._episode0:
+                    self.last_episode_timeline = self._episode0
+                self._episode0 = []
+            begin = end + 1
 
     def _log_scalars(self) -> None:
+        self._flush()
         if self.global_zeros is None:
             return
         d_s = self.global_zeros.shape[0]
@@ -227,19 +283,21 @@ class SparsityCallback(BaseCallback):
     def _log_figures(self) -> None:
         if self._tb_writer is None or self.global_zeros is None:
             return
-        d_s, cols = self.global_zeros.shape
-        state_labels = self.state_labels or tuple(f"s{i}" for i in range(d_s))
-        action_labels = self.action_labels or tuple(f"a{i}" for i in range(cols - d_s))
-        fig = zero_frequency_figure(
+        self._flush()
+        if self._heatmap is None:
+            d_s, cols = self.global_zeros.shape
+            self._heatmap = LiveHeatmap(
+                self.state_labels or tuple(f"s{i}" for i in range(d_s)),
+                self.action_labels or tuple(f"a{i}" for i in range(cols - d_s)),
+            )
+        image = self._heatmap.render(
             self.global_zeros.frequency(),
-            state_labels,
-            action_labels,
             title=f"zero frequency (|J| < {self.threshold:g}), {self.global_zeros.samples} samples",
         )
-        self.logger.record("sparsity/zero_frequency", Figure(fig, close=True), exclude=_NOT_TB)
+        self.logger.record("sparsity/zero_frequency", Image(image, "HWC"), exclude=_NOT_TB)
         if self.last_episode_timeline:
-            fig = sparsity_timeline_figure(
+            image = self._timeline.render(
                 self.last_episode_timeline, title="sparsity over the last episode of env 0"
             )
-            self.logger.record("sparsity/timeline", Figure(fig, close=True), exclude=_NOT_TB)
+            self.logger.record("sparsity/timeline", Image(image, "HWC"), exclude=_NOT_TB)
         self.logger.dump(self.num_timesteps)

@@ -213,6 +213,74 @@ class RunLengths:
             self._length[ended] = 0
             self._from_start[ended] = False
 
+    def update_block(
+        self, zeros: np.ndarray, episode_end: np.ndarray, active: np.ndarray | None = None
+    ) -> None:
+        """Advance by ``T`` consecutive steps of every env at once.
+
+        Gives exactly the result of ``T`` calls of :meth:`update`, vectorised over
+        time as well, so a live callback can buffer steps and pay the numpy call
+        overhead once per block instead of once per step.
+
+        Args:
+            zeros: ``(T, n_envs, *shape)`` zero masks.
+            episode_end: ``(T, n_envs)``.
+            active: ``(T, n_envs)`` or ``None`` (all True); as in :meth:`update`.
+        """
+        z = np.asarray(zeros, dtype=bool)
+        steps = len(z)
+        if steps == 0:
+            return
+        n, size = self.n_envs, self._state.shape[1]
+        z = z.reshape(steps, n, size)
+        end = np.asarray(episode_end, dtype=bool).reshape(steps, n)
+        act = np.ones((steps, n), bool) if active is None else np.asarray(active, bool)
+        # Column 0 stands for the carried streak (weight: its length so far);
+        # an env whose episode has not started yet gets a dead column 0 that
+        # "ends" its episode, so its next active step starts afresh.
+        started = self._length[:, 0] > 0  # the same for every element of an env
+        col_act = np.concatenate([started[None], act.reshape(steps, n)])
+        col_end = np.concatenate([~started[None], end])
+        idx = np.arange(steps + 1)[:, None]
+        last_act = np.maximum.accumulate(np.where(col_act, idx, -1), axis=0)
+        last_end = np.maximum.accumulate(np.where(col_end, idx, -1), axis=0)
+        # The first active step of an episode starts a streak "from the start".
+        first = np.zeros_like(col_act)
+        first[1:] = col_act[1:] & (last_act[:-1] <= last_end[:-1])
+        # Inactive steps repeat the last active mask, so they never flip a streak.
+        values = np.concatenate([self._state[None], z])
+        values = np.take_along_axis(values, np.maximum(last_act, 0)[:, :, None], axis=0)
+        boundary = np.ones((steps + 2, n, size), dtype=bool)  # streak starts, plus the end
+        boundary[1:-1] = (
+            (col_act[1:, :, None] & (values[1:] != values[:-1]))
+            | first[1:, :, None]
+            | col_end[:-1, :, None]
+        )
+        weight = np.concatenate(
+            [self._length[None], np.broadcast_to(act[:, :, None], (steps, n, size))]
+        ).astype(np.int64)
+        cum = np.concatenate([np.zeros((1, n, size), np.int64), np.cumsum(weight, axis=0)])
+
+        # One row per stream (env, element); streaks of a row are consecutive.
+        bt = boundary.reshape(steps + 2, -1).T
+        row, col = np.nonzero(bt)
+        same = row[1:] == row[:-1]
+        row, start, stop = row[:-1][same], col[:-1][same], col[1:][same]
+        env = row // size
+        cum = cum.reshape(steps + 2, -1)
+        length = cum[stop, row] - cum[start, row]
+        value = values.reshape(steps + 1, -1)[start, row]
+        from_start = np.where(start == 0, self._from_start.reshape(-1)[row], first[start, env])
+        ends_episode = col_end[stop - 1, env]
+        still_open = (stop == steps + 1) & ~ends_episode
+        keep = (length > 0) & ~still_open & (~ends_episode | ~from_start)
+        self._record(length[keep], value[keep])
+
+        last = stop == steps + 1  # exactly one per stream, in row order
+        self._state = values[-1].copy()
+        self._length = np.where(still_open[last], length[last], 0).reshape(n, size)
+        self._from_start = (still_open[last] & from_start[last]).reshape(n, size)
+
     @staticmethod
     def _mean(hist: np.ndarray) -> float:
         total = hist.sum()

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard._utils import figure_to_image
 
 import jacobian_wrappers as jw
 from callbacks import SparsityCallback
+from callbacks.figures import zero_frequency_figure
+from callbacks.sparsity_stats import episode_run_lengths
 
 THRESHOLD = 1e-15
 
@@ -93,6 +98,49 @@ def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
     distinct = {(np.abs(j) < THRESHOLD).tobytes() for j in all_j}
     assert patterns[max(patterns)] == len(distinct)
     assert cb.state_labels == venv.tangent_labels and cb.action_labels == venv.action_labels
+
+    # The heatmap in the event file is the full figure of the recorded zero frequency.
+    event = acc.Images("sparsity/zero_frequency")[-1]
+    logged_png = np.asarray(PILImage.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+    freq = (np.abs(all_j) < THRESHOLD).mean(axis=0)
+    title = f"zero frequency (|J| < {THRESHOLD:g}), {len(all_j)} samples"
+    fig = zero_frequency_figure(freq, venv.tangent_labels, venv.action_labels, title=title)
+    expected_png = figure_to_image(fig, close=True).transpose(1, 2, 0)[..., :3]
+    np.testing.assert_array_equal(logged_png, expected_png)
+
+
+def test_run_lengths_and_timeline_match_offline_computation(tmp_path: Path) -> None:
+    """FingerSpin (contacts switch elements on and off): streaks exist to be measured."""
+    venv = jw.PlaygroundVecEnv("FingerSpin", 2, seed=0, precision="float64", episode_length=20)
+    recorder = _Recorder()
+    cb = SparsityCallback(threshold=THRESHOLD, log_freq=8, heatmap_freq=1000)
+    model = PPO(
+        "MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, tensorboard_log=tmp_path
+    )
+    model.learn(total_timesteps=128, callback=CallbackList([recorder, cb]))
+    _, acc = _scalars(tmp_path, "sparsity/combined")
+
+    # Streaks since training start, from each env's episodes, computed offline.
+    zero_runs, nonzero_runs = [], []
+    for env_i in range(2):
+        episode = []
+        for k, (_, jacs, dones) in enumerate(recorder.steps):
+            episode.append(np.abs(jacs[env_i]) < THRESHOLD)
+            if dones[env_i] or k == len(recorder.steps) - 1:
+                zr, nr = episode_run_lengths(np.stack(episode), complete=bool(dones[env_i]))
+                zero_runs.extend(zr)
+                nonzero_runs.extend(nr)
+                episode = []
+    assert zero_runs and nonzero_runs
+    for tag, runs in (("zero_run_mean", zero_runs), ("nonzero_run_mean", nonzero_runs)):
+        logged_runs = {e.step: e.value for e in acc.Scalars(f"sparsity/{tag}")}
+        assert logged_runs[max(logged_runs)] == pytest.approx(np.mean(runs), rel=1e-6), tag
+
+    # The timeline is env 0's last finished episode (steps 41..60 of 64).
+    ends = [k for k, (_, _, dones) in enumerate(recorder.steps) if dones[0]]
+    last = recorder.steps[ends[-2] + 1 : ends[-1] + 1]
+    expected_timeline = [float((np.abs(jacs[0]) < THRESHOLD).mean()) for _, jacs, _ in last]
+    np.testing.assert_allclose(cb.last_episode_timeline, expected_timeline)
 
 
 def test_sac_with_dummy_vec_env_of_wrappers(tmp_path: Path) -> None:
