@@ -15,7 +15,12 @@ All variants are timed in alternating rounds after a warm-up, and the median
 of the rounds is reported, so the ratios see the same machine load.
 Targets: every exact Jacobian mode <= 15x ``state``, column subset <= 4x.
 
+With ``--autocast``, the same variants also run under bfloat16 autocast
+(``TrainConfig(autocast=True)``; ``+bf16`` in the table), in the same rounds,
+and each gets its speed-up over its float32 twin.
+
     python benchmarks/world_model_speed.py [--rounds 5] [--seconds 1.5] [--threads N]
+        [--autocast] [--variants state state-jacobian state-jacobian@k1 ...]
 """
 
 from __future__ import annotations
@@ -47,11 +52,22 @@ def make_batch(n: int, d_s: int, d_a: int, seed: int = 0) -> Batch:
 
 
 def make_step(variant: str, model: DynamicsMLP, batch: Batch) -> Callable[[], None]:
-    """One training step of ``variant`` (a loss mode, ``...@jacrev`` or ``...@k<n>``)."""
+    """One training step of ``variant``: a loss mode, ``...@jacrev`` or ``...@k<n>``.
+
+    A ``+bf16`` suffix runs the loss under bfloat16 autocast.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-3)
+    variant, bf16 = variant.removesuffix("+bf16"), variant.endswith("+bf16")
     mode, _, how = variant.partition("@")
 
     def step() -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = _loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def _loss() -> torch.Tensor:
         if how == "jacrev":
             out = model(batch.state, batch.action)
             jac = model.jacobian(batch.state, batch.action, method="jacrev")
@@ -63,9 +79,7 @@ def make_step(variant: str, model: DynamicsMLP, batch: Batch) -> Callable[[], No
             )
         else:
             loss, _ = compute_loss(model, batch, mode)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return loss
 
     return step
 
@@ -101,6 +115,8 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--columns", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--variants", nargs="+", default=None, help="default: all")
+    parser.add_argument("--autocast", action="store_true", help="also time bfloat16 autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,6 +126,10 @@ def main() -> None:
     variants += [f"state-jacobian@k{k}" for k in args.columns]
     variants += [f"state-jacobian-l1-sparse-only@k{args.columns[-1]}"]
     variants += [f"state-jacobian@k{args.columns[0]}-jvp"]
+    if args.variants:
+        variants = list(dict.fromkeys(["state", *args.variants]))
+    if args.autocast:
+        variants = [x for v in variants for x in (v, f"{v}+bf16")]
     steps = {}
     for v in variants:
         model = DynamicsMLP(args.d_s, args.d_a, width=args.width, depth=args.depth).train()
@@ -121,10 +141,13 @@ def main() -> None:
     )
     rates = interleaved_rates(steps, args.batch_size, args.seconds, args.rounds)
     base = statistics.median(rates["state"])
-    print(f"{'variant':45s} {'samples/s':>10s} {'cost vs state':>14s}")
+    print(f"{'variant':45s} {'samples/s':>10s} {'cost vs state':>14s} {'bf16 speed-up':>14s}")
     for name, r in rates.items():
         med = statistics.median(r)
-        print(f"{name:45s} {med:10.0f} {base / med:13.1f}x")
+        gain = ""
+        if name.endswith("+bf16"):
+            gain = f"{med / statistics.median(rates[name.removesuffix('+bf16')]):13.2f}x"
+        print(f"{name:45s} {med:10.0f} {base / med:13.1f}x {gain:>14s}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ split. Written to ``--out``:
 
     python examples/train_world_models.py --data cartpole.h5 cheetah.h5 \\
         --losses all --seeds 1-5 --epochs 100 --out results/q4 [--column-subset 2]
-        [--jacobian-columns K] [--workers 2] [--eval-every 10]
+        [--jacobian-columns K] [--workers 2] [--eval-every 10] [--autocast]
 
 ``--workers N`` trains N runs at a time in separate processes, each with
 ``cores / N`` torch threads: on a CPU, independent runs use the cores better
@@ -23,7 +23,8 @@ than one run's threads do. ``--jacobian-columns K`` trains every Jacobian loss
 with K random Jacobian columns per sample (unbiased, about ``1 + K`` forward
 passes instead of ``d_s``); ``--column-subset K`` instead adds one extra
 ``state-jacobian`` run with K columns next to the exact ones, to show what the
-subset costs in accuracy.
+subset costs in accuracy. ``--autocast`` trains under bfloat16 autocast
+(mixed precision; evaluation stays float32).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def run_one(env: str, files: list[str], mode: str, columns: int | None, seed: in
         progress=args.progress,
         num_threads=args.threads,
         eval_every=args.eval_every,
+        autocast=args.autocast,
     )
     result = train(files, mode, config)
     row = {"env": env, "loss": label, "seed": seed, "seconds": result.seconds}
@@ -287,6 +289,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--eval-every", type=int, default=1, help="test metrics every this many epochs"
+    )
+    parser.add_argument(
+        "--autocast", action="store_true", help="bfloat16 mixed precision for the training steps"
     )
     parser.add_argument("--progress", action="store_true", help="a progress bar per run")
     args = parser.parse_args()

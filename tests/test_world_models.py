@@ -18,6 +18,7 @@ from world_models import (
     LOSSES,
     Batch,
     DynamicsMLP,
+    InMemoryBatches,
     JacobianSample,
     LossWeights,
     Normaliser,
@@ -398,6 +399,45 @@ def test_stream_shuffles_by_epoch_and_normalises(linear_h5) -> None:
     assert torch.equal(batch.zero_mask[0], want_mask)
 
 
+def test_in_memory_batches_hold_the_stream_rows_and_reshuffle(linear_h5) -> None:
+    readers = open_datasets(linear_h5)
+    split = split_episodes(readers, 0.2, seed=0)
+    norm = fit_normaliser(readers, split)
+    stream = TransitionStream(readers, split, "train", norm, batch_size=32, buffer_chunks=2)
+    held = InMemoryBatches(stream)
+    streamed = {f: torch.cat([getattr(b, f) for b in stream]) for f in ("state", "jacobian")}
+    first = [b.state for b in held]
+    assert len(held) == len(streamed["state"]) and all(len(b) <= 32 for b in first)
+    # The same rows (as a set) as one pass of the stream, with their Jacobians.
+    for f in ("state", "jacobian"):
+        ours = torch.cat([getattr(b, f) for b in held]).flatten(1)
+        want = streamed[f].flatten(1)
+        assert torch.equal(ours[torch.argsort(ours[:, 0])], want[torch.argsort(want[:, 0])])
+    assert all(torch.equal(a, b.state) for a, b in zip(first, held, strict=True))  # same epoch
+    held.set_epoch(1)
+    assert not torch.equal(first[0], next(iter(held)).state)
+    assert InMemoryBatches.nbytes(stream) == len(held) * (
+        (3 * D_S + D_A) * 4 + 5 * D_S * (D_S + D_A)
+    )
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_training_streamed_in_memory_and_mixed_precision(linear_h5, in_memory: bool) -> None:
+    cfg = TrainConfig(
+        epochs=4,
+        width=32,
+        batch_size=64,
+        progress=False,
+        horizon=2,
+        in_memory=in_memory,
+        autocast=in_memory,  # bfloat16 autocast on one of the two
+    )
+    result = train(linear_h5, "state-jacobian", cfg)
+    m = result.metrics
+    assert m.mse_normalised < 0.5 * m.mean_predictor_mse_normalised
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
 def test_training_without_jacobians_fails_clearly(tmp_path) -> None:
     path = write_linear(tmp_path / "nojac.h5", jacobians=False)
     cfg = TrainConfig(epochs=1, width=8, batch_size=64, progress=False, horizon=2)
@@ -499,3 +539,43 @@ def test_checkpoint_round_trip_gives_identical_predictions(cartpole_run) -> None
         assert torch.equal(ckpt.model.jacobian(*x), result.model.jacobian(*x))
     for k in ("state", "action", "next_state", "delta"):
         np.testing.assert_array_equal(ckpt.normaliser.scale(k), result.normaliser.scale(k))
+
+
+def test_q4_script_in_parallel_workers_and_rerun_skips_finished_runs(linear_h5, tmp_path) -> None:
+    """The Q4 example end to end: 2 worker processes, tables that match the per-run rows."""
+    import csv
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_world_models.py"
+    out = tmp_path / "q4"
+    cmd = [
+        sys.executable, str(script), "--data", str(linear_h5), "--losses", "state,state-jacobian",
+        "--seeds", "1-2", "--epochs", "2", "--width", "16", "--batch-size", "64",
+        "--horizon", "2", "--out", str(out), "--workers", "2", "--jacobian-columns", "1",
+        "--eval-every", "1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["loss"], r["seed"]) for r in runs] == [
+        ("state", "1"), ("state", "2"),
+        ("state-jacobian [k=1 cols]", "1"), ("state-jacobian [k=1 cols]", "2"),
+    ]  # fmt: skip
+    with open(out / "results.csv") as f:
+        results = {r["loss"]: r for r in csv.DictReader(f)}
+    for loss, agg in results.items():
+        mses = [float(r["mse_normalised"]) for r in runs if r["loss"] == loss]
+        assert float(agg["mse_normalised_mean"]) == pytest.approx(np.mean(mses))
+        assert float(agg["mse_normalised_std"]) == pytest.approx(np.std(mses))
+    for name in ("results.md", "fig8_test_mse.png", "fig8_induced_sparsity.png"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "timing.json").read_text())["workers"] == 2
+    # A rerun reads the finished runs back (same rows, same seconds) instead of training.
+    before = (out / "runs.csv").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "runs.csv").read_text() == before

@@ -19,6 +19,7 @@ from world_models.config import TrainConfig
 from world_models.data import (
     Batch,
     EpisodeSplit,
+    InMemoryBatches,
     TransitionStream,
     fit_normaliser,
     has_jacobians,
@@ -49,6 +50,7 @@ __all__ = [
     "DynamicsMLP",
     "EpisodeSplit",
     "EvalResult",
+    "InMemoryBatches",
     "JacobianSample",
     "LossWeights",
     "Normaliser",

@@ -49,6 +49,14 @@ class TrainConfig:
         resume: Continue from ``checkpoint`` if it exists.
         progress: Show a tqdm progress bar.
         num_threads: ``torch.set_num_threads`` for the run; ``None`` leaves it.
+        in_memory: Hold the normalised train split in memory
+            (:class:`~world_models.data.InMemoryBatches`) instead of streaming
+            it every epoch; ``None``: when it takes at most ``in_memory_limit`` bytes.
+        in_memory_limit: Bytes below which ``in_memory=None`` holds the split.
+        autocast: Run the training steps under bfloat16 autocast (mixed
+            precision: parameters and optimizer stay float32; evaluation
+            stays float32). About 1.4x faster on a CPU with AVX512-BF16
+            (2.1x for the exact Jacobian losses); see the README.
         normaliser_eps: The ``e`` added to standard deviations.
     """
 
@@ -81,6 +89,9 @@ class TrainConfig:
     progress: bool = True
     num_threads: int | None = None
     normaliser_eps: float = 1e-8
+    in_memory: bool | None = None
+    in_memory_limit: int = 2 * 1024**3
+    autocast: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, Mapping):

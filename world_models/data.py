@@ -30,6 +30,7 @@ __all__ = [
     "Batch",
     "DataSource",
     "EpisodeSplit",
+    "InMemoryBatches",
     "TransitionStream",
     "fit_normaliser",
     "has_jacobians",
@@ -336,3 +337,81 @@ class TransitionStream(torch.utils.data.IterableDataset):
                     else len(c["episode"])
                 )
         return total
+
+
+class InMemoryBatches:
+    """One split held in memory as tensors, reshuffled every epoch.
+
+    For data that fit in memory, a :class:`TransitionStream` re-reads and
+    re-normalises every row in every epoch (about 1.3 s per epoch for 90k
+    CheetahRun rows with Jacobians, 15-30 % of a fast epoch). This reads them
+    once through the stream and then only permutes: each epoch is a full
+    shuffle drawn from ``seed`` and the epoch, so resumed runs see the same
+    batches.
+
+    Args:
+        stream: The stream to read once (its ``shuffle`` is ignored).
+    """
+
+    def __init__(self, stream: TransitionStream) -> None:
+        once = TransitionStream(
+            stream.readers,
+            stream.split,
+            stream.part,
+            stream.normaliser,
+            batch_size=max(stream.batch_size, 8192),
+            shuffle=False,
+            chunk_size=stream.chunk_size,
+            jacobians=stream.jacobians,
+            threshold=stream.threshold,
+            dtype=stream.dtype,
+        )
+        parts = list(once)
+        if not parts:
+            raise ValueError(f"the {stream.part!r} split has no rows")
+        self.data = Batch(
+            **{
+                f.name: None
+                if getattr(parts[0], f.name) is None
+                else torch.cat([getattr(b, f.name) for b in parts])
+                for f in fields(Batch)
+            }
+        )
+        self.batch_size, self.seed, self.drop_last = (
+            stream.batch_size,
+            stream.seed,
+            stream.drop_last,
+        )
+        self.epoch = 0
+
+    @staticmethod
+    def nbytes(stream: TransitionStream) -> int:
+        """Memory the tensors of ``stream``'s split would take (counts its rows)."""
+        meta = stream.readers[0].meta
+        floats = 3 * meta.d_s + meta.d_a  # state, next state, delta; action
+        jac = meta.d_s * (meta.d_s + meta.d_a) if stream.jacobians else 0
+        item = torch.empty(0, dtype=stream.dtype).element_size()
+        return stream.n_rows() * ((floats + jac) * item + jac)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle differently for each epoch (deterministic in seed and epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.data)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(n, generator=gen)
+        stop = n - n % self.batch_size if self.drop_last else n
+        for lo in range(0, stop, self.batch_size):
+            idx = order[lo : lo + self.batch_size]
+            yield Batch(
+                **{
+                    f.name: None
+                    if getattr(self.data, f.name) is None
+                    else getattr(self.data, f.name)[idx]
+                    for f in fields(Batch)
+                }
+            )

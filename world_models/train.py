@@ -22,6 +22,7 @@ from world_models.config import TrainConfig
 from world_models.data import (
     DataSource,
     EpisodeSplit,
+    InMemoryBatches,
     TransitionStream,
     fit_normaliser,
     has_jacobians,
@@ -186,6 +187,12 @@ def train(
         threshold=threshold,
         seed=config.seed,
     )
+    batches: TransitionStream | InMemoryBatches = stream
+    in_memory = config.in_memory
+    if in_memory is None:
+        in_memory = InMemoryBatches.nbytes(stream) <= config.in_memory_limit
+    if in_memory:
+        batches = InMemoryBatches(stream)
     writer = None
     if config.log_dir:
         from torch.utils.tensorboard import SummaryWriter
@@ -208,14 +215,15 @@ def train(
     try:
         for epoch in range(start_epoch, config.epochs):
             model.train()
-            stream.set_epoch(epoch)
+            batches.set_epoch(epoch)
             sums: dict[str, float] = {}
             n_rows, t0 = 0, time.perf_counter()
-            for batch in stream:
+            for batch in batches:
                 batch = batch.to(device)
-                loss, terms = compute_loss(
-                    model, batch, loss_mode, config.weights, config.jacobian_columns
-                )
+                with torch.autocast(device.type, torch.bfloat16, enabled=config.autocast):
+                    loss, terms = compute_loss(
+                        model, batch, loss_mode, config.weights, config.jacobian_columns
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
