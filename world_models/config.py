@@ -56,7 +56,7 @@ class TrainConfig:
         autocast: Run the training steps under bfloat16 autocast (mixed
             precision: parameters and optimizer stay float32; evaluation
             stays float32). About 1.4x faster on a CPU with AVX512-BF16
-            (2.1x for the exact Jacobian losses); see the README.
+            (1.9x for the exact Jacobian losses); see the README.
         normaliser_eps: The ``e`` added to standard deviations.
     """
 
