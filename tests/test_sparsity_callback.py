@@ -57,15 +57,20 @@ def _expected_combined(steps, log_freq: int) -> dict[int, float]:
     return out
 
 
-def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
-    venv = jw.PlaygroundVecEnv("CartpoleBalance", 2, seed=0, precision="float64", episode_length=20)
-    env = VecMonitor(venv)
+def _train_ppo(env, logdir: Path, heatmap_freq: int) -> tuple[_Recorder, SparsityCallback]:
+    """PPO for 128 steps with the recorder and a SparsityCallback logging every 8 calls."""
     recorder = _Recorder()
-    cb = SparsityCallback(threshold=THRESHOLD, log_freq=8, heatmap_freq=16)
+    cb = SparsityCallback(threshold=THRESHOLD, log_freq=8, heatmap_freq=heatmap_freq)
     model = PPO(
-        "MlpPolicy", env, n_steps=16, batch_size=32, n_epochs=1, seed=0, tensorboard_log=tmp_path
+        "MlpPolicy", env, n_steps=16, batch_size=32, n_epochs=1, seed=0, tensorboard_log=logdir
     )
     model.learn(total_timesteps=128, callback=CallbackList([recorder, cb]))
+    return recorder, cb
+
+
+def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
+    venv = jw.PlaygroundVecEnv("CartpoleBalance", 2, seed=0, precision="float64", episode_length=20)
+    recorder, cb = _train_ppo(VecMonitor(venv), tmp_path, heatmap_freq=16)
 
     logged, acc = _scalars(tmp_path, "sparsity/combined")
     expected = _expected_combined(recorder.steps, 8)
@@ -112,12 +117,7 @@ def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
 def test_run_lengths_and_timeline_match_offline_computation(tmp_path: Path) -> None:
     """FingerSpin (contacts switch elements on and off): streaks exist to be measured."""
     venv = jw.PlaygroundVecEnv("FingerSpin", 2, seed=0, precision="float64", episode_length=20)
-    recorder = _Recorder()
-    cb = SparsityCallback(threshold=THRESHOLD, log_freq=8, heatmap_freq=1000)
-    model = PPO(
-        "MlpPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, seed=0, tensorboard_log=tmp_path
-    )
-    model.learn(total_timesteps=128, callback=CallbackList([recorder, cb]))
+    recorder, cb = _train_ppo(venv, tmp_path, heatmap_freq=1000)
     _, acc = _scalars(tmp_path, "sparsity/combined")
 
     # Streaks since training start, from each env's episodes, computed offline.

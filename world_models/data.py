@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Union
 
@@ -185,14 +185,18 @@ class Batch:
     def __len__(self) -> int:
         return self.state.shape[0]
 
-    def to(self, device: str | torch.device) -> Batch:
-        """The batch on ``device``."""
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
+        """A batch of ``fn`` applied to every tensor (absent fields stay ``None``)."""
         return Batch(
             **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
                 for f in fields(self)
             }
         )
+
+    def to(self, device: str | torch.device) -> Batch:
+        """The batch on ``device``."""
+        return self.map(lambda t: t.to(device))
 
 
 class TransitionStream(torch.utils.data.IterableDataset):
@@ -407,11 +411,4 @@ class InMemoryBatches:
         stop = n - n % self.batch_size if self.drop_last else n
         for lo in range(0, stop, self.batch_size):
             idx = order[lo : lo + self.batch_size]
-            yield Batch(
-                **{
-                    f.name: None
-                    if getattr(self.data, f.name) is None
-                    else getattr(self.data, f.name)[idx]
-                    for f in fields(Batch)
-                }
-            )
+            yield self.data.map(lambda t, idx=idx: t[idx])
