@@ -20,6 +20,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +43,55 @@ def _collect_rate(env: jw.PlaygroundVecEnv, steps: int, path: Path) -> float:
     return result.steps_per_second
 
 
-def _build(source: Path, path: Path, rows: int, compression: str | None) -> int:
+def _build(
+    source: Path, path: Path, rows: int, compression: str | None, checksums: bool = True
+) -> int:
     with jw.TransitionReader(source) as r:
         data = {k: r.read(k) for k in r.columns}
         meta = r.meta
     n = len(data["state"])
-    with jw.TransitionWriter(path, meta, compression=compression, overwrite=True) as w:
+    with jw.TransitionWriter(
+        path, meta, compression=compression, overwrite=True, checksums=checksums
+    ) as w:
         for start in range(0, rows, n):
             take = min(n, rows - start)
             w.append({k: v[:take] for k, v in data.items()})
     return path.stat().st_size
 
 
+def _checksum_cost(source: Path, tmp: Path, rows: int, rounds: int) -> None:
+    """Write and read GB/s with and without Fletcher-32, alternating, median of rounds."""
+    rates: dict[bool, dict[str, list[float]]] = {
+        flag: {"write": [], "read": []} for flag in (True, False)
+    }
+    for _ in range(rounds):
+        for flag in (True, False):
+            path = tmp / f"checksums_{flag}.h5"
+            start = time.perf_counter()
+            _build(source, path, rows, None, checksums=flag)
+            seconds = time.perf_counter() - start
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no checksums" is the point here
+                with jw.TransitionReader(path) as r:
+                    nbytes = r.nbytes
+                rates[flag]["read"].append(_read_rate(path))
+            rates[flag]["write"].append(nbytes / seconds / 1e9)
+            os.remove(path)
+    print(f"checksums (Fletcher-32 per chunk), {rows} rows, uncompressed, median of {rounds}:")
+    for what in ("write", "read"):
+        on = statistics.median(rates[True][what])
+        off = statistics.median(rates[False][what])
+        print(
+            f"  {what:<5} with {on:5.2f} GB/s, without {off:5.2f} GB/s "
+            f"({100 * (off / on - 1):+.1f}% time with checksums)"
+        )
+
+
 def _read_rate(path: Path) -> float:
-    with jw.TransitionReader(path) as r:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # files written without checksums, on purpose
+        reader = jw.TransitionReader(path)
+    with reader as r:
         nbytes = r.nbytes
         for _ in r.iter_chunks():  # warm the page cache
             pass
@@ -103,6 +139,7 @@ def main() -> None:
                 f"(arrays {raw / 1e9:.2f} GB, ratio {raw / size:4.1f}x)  read {rate:5.2f} GB/s"
             )
             os.remove(path)
+        _checksum_cost(data, tmp, args.read_rows, args.rounds)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,13 @@
 One streaming pass over the Jacobians, a chunk at a time, feeds the same
 statistics the live callback uses (:mod:`callbacks.sparsity_stats`); the only
 per-row state kept is the bit-packed zero pattern (54 bytes per CheetahRun
-step), from which run lengths and pattern changes are computed per episode.
-All arithmetic runs in float64 whatever the stored precision.
+step, plus as much for the non-smooth mask where a data set has any), from
+which run lengths and pattern changes are computed per episode. All
+arithmetic runs in float64 whatever the stored precision.
+
+Elements taken at a non-smooth point of the step (the stored
+``jacobian_nonsmooth`` columns) are left out of every statistic by default
+(``nonsmooth="mask"``); ``"keep"`` counts them as they are.
 """
 
 from __future__ import annotations
@@ -17,13 +22,27 @@ import numpy as np
 from callbacks.sparsity_stats import (
     GlobalZeros,
     PatternCounter,
+    RunLengths,
+    SparsityMeans,
     combine,
-    episode_run_lengths,
     sample_sparsity,
+    valid_mask,
     zero_mask,
 )
 
-__all__ = ["ContactStats", "DatasetAnalysis", "analyse_dataset", "contact_stats"]
+__all__ = [
+    "NONSMOOTH_POLICIES",
+    "SWEEP_THRESHOLDS",
+    "ContactStats",
+    "DatasetAnalysis",
+    "analyse_dataset",
+    "contact_stats",
+]
+
+#: Thresholds of the report's sensitivity sweep (the study's 1e-15 first).
+SWEEP_THRESHOLDS: tuple[float, ...] = (1e-15, 1e-13, 1e-11, 1e-9)
+#: What the analysis does with non-smooth elements.
+NONSMOOTH_POLICIES = ("mask", "keep")
 
 
 @dataclass
@@ -108,15 +127,23 @@ class DatasetAnalysis:
         action_labels: Action labels.
         n_samples: Transitions analysed.
         n_episodes: Episodes among them.
-        sparsity: Per-sample sparsity ``{"state", "action", "combined"}``, ``(N,)`` each.
+        sparsity: Per-sample sparsity ``{"state", "action", "combined"}``, ``(N,)`` each
+            (NaN for a part whose elements are all left out).
         global_zeros: Global-zero mask and per-element zero frequency.
         distinct_patterns: Distinct zero patterns.
-        zero_runs: Lengths of all finished zero runs (whole-episode runs left out).
-        nonzero_runs: Lengths of all finished non-zero runs.
+        zero_run_hist: ``zero_run_hist[k]``: finished zero runs of length ``k``
+            (whole-episode runs and runs cut off by the end of the data left out).
+        nonzero_run_hist: The same for non-zero runs.
         timeline_episode: Episode shown over time (the first of maximal length).
         timeline: Combined sparsity over that episode's steps.
         timeline_contacts: Active contacts over that episode's steps.
         contacts: Sparsity against contacts.
+        nonsmooth: ``"mask"`` or ``"keep"``: what was done with non-smooth elements.
+        nonsmooth_samples: Transitions with at least one non-smooth column.
+        nonsmooth_columns: Per column of ``[J_s | J_a]``, transitions in which it is
+            non-smooth.
+        sweep: One row per threshold of :data:`SWEEP_THRESHOLDS` (and ``threshold``):
+            global zeros of ``J_s``/``J_a`` and mean sparsities at that threshold.
         tsne: ``(K, 2)`` t-SNE embedding of standardised ``(s, a, s')``, or ``None``.
         tsne_sparsity: Combined sparsity of those K samples.
     """
@@ -133,12 +160,16 @@ class DatasetAnalysis:
     sparsity: dict[str, np.ndarray]
     global_zeros: GlobalZeros
     distinct_patterns: int
-    zero_runs: np.ndarray
-    nonzero_runs: np.ndarray
+    zero_run_hist: np.ndarray
+    nonzero_run_hist: np.ndarray
     timeline_episode: int
     timeline: np.ndarray
     timeline_contacts: np.ndarray
     contacts: ContactStats
+    nonsmooth: str = "mask"
+    nonsmooth_samples: int = 0
+    nonsmooth_columns: np.ndarray | None = None
+    sweep: list[dict[str, float]] = field(default_factory=list)
     tsne: np.ndarray | None = None
     tsne_sparsity: np.ndarray | None = field(default=None, repr=False)
 
@@ -152,6 +183,16 @@ class DatasetAnalysis:
         """Action dimension."""
         return len(self.action_labels)
 
+    @property
+    def n_zero_runs(self) -> int:
+        """Finished zero runs."""
+        return int(self.zero_run_hist.sum())
+
+    @property
+    def n_nonzero_runs(self) -> int:
+        """Finished non-zero runs."""
+        return int(self.nonzero_run_hist.sum())
+
     def summary(self) -> dict[str, float | int | str]:
         """The Q1 table row (plus means of Q2/Q3) as plain numbers."""
         counts = self.global_zeros.counts(self.d_s)
@@ -164,20 +205,28 @@ class DatasetAnalysis:
             "global_zeros_J_s": counts["state"],
             "global_zeros_J_s_pct": round(counts["state_pct"], 2),
             "global_zeros_J_a": counts["action"],
-            "mean_sparsity_J_s": round(float(self.sparsity["state"].mean()), 4),
-            "mean_sparsity_J_a": round(float(self.sparsity["action"].mean()), 4),
-            "mean_sparsity": round(float(self.sparsity["combined"].mean()), 4),
+            "mean_sparsity_J_s": round(_nanmean(self.sparsity["state"]), 4),
+            "mean_sparsity_J_a": round(_nanmean(self.sparsity["action"]), 4),
+            "mean_sparsity": round(_nanmean(self.sparsity["combined"]), 4),
             "distinct_patterns": self.distinct_patterns,
-            "mean_zero_run": round(_mean(self.zero_runs), 2),
-            "mean_nonzero_run": round(_mean(self.nonzero_runs), 2),
+            "mean_zero_run": round(_hist_mean(self.zero_run_hist), 2),
+            "mean_nonzero_run": round(_hist_mean(self.nonzero_run_hist), 2),
             "steps_with_contact_pct": round(100 * self.contacts.steps_with_contact, 1),
+            "nonsmooth_samples": self.nonsmooth_samples,
             "precision": self.precision,
             "threshold": self.threshold,
         }
 
 
-def _mean(x: np.ndarray) -> float:
-    return float(np.mean(x)) if len(x) else float("nan")
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=float)
+    seen = ~np.isnan(x)
+    return float(x[seen].mean()) if seen.any() else float("nan")
+
+
+def _hist_mean(hist: np.ndarray) -> float:
+    total = hist.sum()
+    return float((np.arange(len(hist)) * hist).sum() / total) if total else float("nan")
 
 
 def _tsne(reader, combined: np.ndarray, samples: int, seed: int):
@@ -194,7 +243,123 @@ def _tsne(reader, combined: np.ndarray, samples: int, seed: int):
     emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
         x
     )
-    return emb, combined[idx]
+    return emb, np.nan_to_num(combined[idx])
+
+
+@dataclass
+class _Pass:
+    """What the streaming pass over the Jacobians accumulates."""
+
+    n: int
+    shape: tuple[int, int]
+    thresholds: tuple[float, ...]
+    sparsity: dict[str, np.ndarray] = field(init=False)
+    global_zeros: GlobalZeros = field(init=False)
+    patterns: PatternCounter = field(default_factory=PatternCounter)
+    zeros_packed: np.ndarray = field(init=False)
+    valid_packed: np.ndarray | None = None
+    nonsmooth_samples: int = 0
+    nonsmooth_columns: np.ndarray = field(init=False)
+    sweep: dict[float, tuple[GlobalZeros, SparsityMeans]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sparsity = {k: np.empty(self.n) for k in ("state", "action", "combined")}
+        self.global_zeros = GlobalZeros(self.shape)
+        self.zeros_packed = np.empty((self.n, self._bytes), dtype=np.uint8)
+        self.nonsmooth_columns = np.zeros(self.shape[1], dtype=np.int64)
+        self.sweep = {t: (GlobalZeros(self.shape), SparsityMeans()) for t in self.thresholds}
+
+    @property
+    def _bytes(self) -> int:
+        return (self.shape[0] * self.shape[1] + 7) // 8
+
+    def add(self, lo: int, jac: np.ndarray, flags: np.ndarray, threshold: float, mask: bool):
+        """Accumulate rows ``lo:lo + len(jac)``."""
+        hi, d_t = lo + len(jac), self.shape[0]
+        self.nonsmooth_samples += int(flags.any(axis=1).sum())
+        self.nonsmooth_columns += flags.sum(axis=0)
+        valid = valid_mask(flags, d_t) if mask else None
+        if valid is not None and self.valid_packed is None:
+            self.valid_packed = np.full((self.n, self._bytes), 255, dtype=np.uint8)
+        zeros = zero_mask(jac, threshold)
+        per = sample_sparsity(zeros, d_t, valid)
+        for k in self.sparsity:
+            self.sparsity[k][lo:hi] = per[k]
+        self.global_zeros.update(zeros, valid)
+        self.patterns.update(zeros, valid)
+        self.zeros_packed[lo:hi] = np.packbits(zeros.reshape(len(zeros), -1), axis=1)
+        if valid is not None:
+            self.valid_packed[lo:hi] = np.packbits(valid.reshape(len(zeros), -1), axis=1)
+        for t, (gz, means) in self.sweep.items():
+            z = zeros if t == threshold else zero_mask(jac, t)
+            gz.update(z, valid)
+            means.update(sample_sparsity(z, d_t, valid))
+
+    def unpack(self, rows: np.ndarray, packed: np.ndarray | None) -> np.ndarray | None:
+        """Bool masks of ``rows`` from a packed array (``None`` stays ``None``)."""
+        if packed is None:
+            return None
+        size = self.shape[0] * self.shape[1]
+        return np.unpackbits(packed[rows], axis=1, count=size).astype(bool)
+
+    def sweep_rows(self) -> list[dict[str, float]]:
+        """One row per threshold: global zeros and mean sparsities."""
+        d_t = self.shape[0]
+        rows = []
+        for t, (gz, means) in sorted(self.sweep.items()):
+            counts, m = gz.counts(d_t), means.means()
+            rows.append(
+                {
+                    "threshold": t,
+                    "global_zeros_J_s": counts["state"],
+                    "global_zeros_J_s_pct": round(counts["state_pct"], 2),
+                    "global_zeros_J_a": counts["action"],
+                    "mean_sparsity_J_s": round(m["state"], 4),
+                    "mean_sparsity_J_a": round(m["action"], 4),
+                    "mean_sparsity": round(m["combined"], 4),
+                }
+            )
+        return rows
+
+
+def _stream(reader, shape, threshold: float, mask: bool, thresholds) -> _Pass:
+    """The one pass over the Jacobians of ``reader``, a chunk at a time."""
+    acc = _Pass(len(reader), shape, tuple(sorted({*thresholds, threshold})))
+    pos = 0
+    keys = ["jacobian_state", "jacobian_action", "jacobian_nonsmooth"]
+    for chunk in reader.iter_chunks(keys):
+        jac = combine(
+            chunk["jacobian_state"].astype(np.float64),
+            chunk["jacobian_action"].astype(np.float64),
+        )
+        acc.add(pos, jac, chunk["jacobian_nonsmooth"], threshold, mask)
+        pos += len(jac)
+    return acc
+
+
+def _episodes(reader, acc: _Pass, n_contacts: np.ndarray):
+    """Run lengths and pattern/contact changes, episode by episode."""
+    step = reader.read("step")
+    ended = reader.read("terminated") | reader.read("truncated")
+    episodes = reader.episode_index()
+    runs = RunLengths(1, acc.shape)  # the totals; each episode is counted on its own
+    pattern_changed, contact_changed, ordered = [], [], {}
+    for ep, rows in episodes.items():
+        rows = rows[np.argsort(step[rows], kind="stable")]
+        ordered[ep] = rows
+        z = acc.unpack(rows, acc.zeros_packed)
+        valid = acc.unpack(rows, acc.valid_packed)
+        end = np.zeros((len(rows), 1), dtype=bool)
+        end[-1] = ended[rows[-1]]  # data cut before the episode ended: runs stay open
+        active = None if valid is None else valid.reshape(len(rows), 1, *acc.shape)
+        episode = RunLengths(1, acc.shape)
+        episode.update_block(z.reshape(len(rows), 1, *acc.shape), end, active)
+        runs.merge(episode)
+        if valid is not None:
+            z = z & valid
+        pattern_changed.append((z[1:] != z[:-1]).any(axis=1))
+        contact_changed.append(n_contacts[rows][1:] != n_contacts[rows][:-1])
+    return runs, ordered, np.concatenate(pattern_changed), np.concatenate(contact_changed)
 
 
 def analyse_dataset(
@@ -202,6 +367,9 @@ def analyse_dataset(
     threshold: float | None = None,
     tsne_samples: int = 2000,
     seed: int = 0,
+    *,
+    nonsmooth: str = "mask",
+    sweep: tuple[float, ...] = SWEEP_THRESHOLDS,
 ) -> DatasetAnalysis:
     """Analyse the data set at ``path`` in one streaming pass (plus a t-SNE sample).
 
@@ -210,58 +378,33 @@ def analyse_dataset(
         threshold: Zero threshold; the data set's own when ``None``.
         tsne_samples: Samples embedded by t-SNE (0 skips it).
         seed: Seed of the t-SNE subsample.
+        nonsmooth: ``"mask"`` (default): leave elements taken at a non-smooth
+            point out of every statistic; ``"keep"``: count them as they are.
+        sweep: Thresholds of the sensitivity sweep (:attr:`DatasetAnalysis.sweep`).
 
     Raises:
-        ValueError: The data set holds no Jacobians or no rows.
+        ValueError: The data set holds no Jacobians or no rows, or an unknown
+            ``nonsmooth`` policy.
     """
     from jacobian_wrappers.storage import TransitionReader
 
+    if nonsmooth not in NONSMOOTH_POLICIES:
+        raise ValueError(f"nonsmooth must be one of {NONSMOOTH_POLICIES}, got {nonsmooth!r}")
     with TransitionReader(path) as reader:
         meta = reader.meta
         if not meta.jacobians:
             raise ValueError(f"{path} holds no Jacobians (collected with jacobians=False)")
-        n = len(reader)
-        if n == 0:
+        if len(reader) == 0:
             raise ValueError(f"{path} holds no transitions")
         thr = float(meta.threshold if threshold is None else threshold)
-        d_t = meta.d_t
-        shape = (d_t, d_t + meta.d_a)
-        gz, patterns = GlobalZeros(shape), PatternCounter()
-        sparsity = {k: np.empty(n) for k in ("state", "action", "combined")}
-        packed = np.empty((n, (shape[0] * shape[1] + 7) // 8), dtype=np.uint8)
-        pos = 0
-        for chunk in reader.iter_chunks(["jacobian_state", "jacobian_action"]):
-            jac = combine(
-                chunk["jacobian_state"].astype(np.float64),
-                chunk["jacobian_action"].astype(np.float64),
-            )
-            zeros = zero_mask(jac, thr)
-            per = sample_sparsity(zeros, d_t)
-            hi = pos + len(jac)
-            for k in sparsity:
-                sparsity[k][pos:hi] = per[k]
-            gz.update(zeros)
-            patterns.update(zeros)
-            packed[pos:hi] = np.packbits(zeros.reshape(len(zeros), -1), axis=1)
-            pos = hi
+        shape = (meta.d_t, meta.d_t + meta.d_a)
+        acc = _stream(reader, shape, thr, nonsmooth == "mask", sweep)
         n_contacts = reader.read("n_contacts")
-        step = reader.read("step")
-        ended = reader.read("terminated") | reader.read("truncated")
-        episodes = reader.episode_index()
-        zero_runs, nonzero_runs, pattern_changed, contact_changed = [], [], [], []
+        runs, episodes, pattern_changed, contact_changed = _episodes(reader, acc, n_contacts)
         best = max(episodes, key=lambda e: (len(episodes[e]), -e))
-        for rows in episodes.values():
-            rows = rows[np.argsort(step[rows], kind="stable")]
-            z = np.unpackbits(packed[rows], axis=1, count=shape[0] * shape[1]).astype(bool)
-            zr, nr = episode_run_lengths(z, complete=bool(ended[rows[-1]]))
-            zero_runs.append(zr)
-            nonzero_runs.append(nr)
-            pattern_changed.append((z[1:] != z[:-1]).any(axis=1))
-            contact_changed.append(n_contacts[rows][1:] != n_contacts[rows][:-1])
-        timeline_rows = episodes[best][np.argsort(step[episodes[best]], kind="stable")]
         tsne, tsne_sp = (None, None)
-        if tsne_samples > 0 and n >= 5:
-            tsne, tsne_sp = _tsne(reader, sparsity["combined"], tsne_samples, seed)
+        if tsne_samples > 0 and len(reader) >= 5:
+            tsne, tsne_sp = _tsne(reader, acc.sparsity["combined"], tsne_samples, seed)
         return DatasetAnalysis(
             path=str(path),
             env_name=meta.env_name,
@@ -270,22 +413,26 @@ def analyse_dataset(
             threshold=thr,
             state_labels=meta.tangent_labels,
             action_labels=meta.action_labels,
-            n_samples=n,
+            n_samples=len(reader),
             n_episodes=len(episodes),
-            sparsity=sparsity,
-            global_zeros=gz,
-            distinct_patterns=patterns.distinct,
-            zero_runs=np.concatenate(zero_runs),
-            nonzero_runs=np.concatenate(nonzero_runs),
+            sparsity=acc.sparsity,
+            global_zeros=acc.global_zeros,
+            distinct_patterns=acc.patterns.distinct,
+            zero_run_hist=runs.zero_hist,
+            nonzero_run_hist=runs.nonzero_hist,
             timeline_episode=int(best),
-            timeline=sparsity["combined"][timeline_rows],
-            timeline_contacts=n_contacts[timeline_rows],
+            timeline=acc.sparsity["combined"][episodes[best]],
+            timeline_contacts=n_contacts[episodes[best]],
             contacts=contact_stats(
-                sparsity["combined"],
+                np.nan_to_num(acc.sparsity["combined"]),
                 n_contacts,
-                np.concatenate(pattern_changed),
-                np.concatenate(contact_changed),
+                pattern_changed,
+                contact_changed,
             ),
+            nonsmooth=nonsmooth,
+            nonsmooth_samples=acc.nonsmooth_samples,
+            nonsmooth_columns=acc.nonsmooth_columns,
+            sweep=acc.sweep_rows(),
             tsne=tsne,
             tsne_sparsity=tsne_sp,
         )

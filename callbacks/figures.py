@@ -133,15 +133,24 @@ def tsne_figure(
 
 
 def run_length_figure(
-    zero_runs: np.ndarray, nonzero_runs: np.ndarray, title: str = "run lengths"
+    zero_hist: np.ndarray, nonzero_hist: np.ndarray, title: str = "run lengths"
 ) -> plt.Figure:
-    """Histograms of zero-run and non-zero-run lengths (log counts), means marked."""
+    """Histograms of zero-run and non-zero-run lengths (log counts), means marked.
+
+    Args:
+        zero_hist: ``zero_hist[k]``: zero runs of length ``k``.
+        nonzero_hist: The same for non-zero runs.
+        title: Figure title.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, runs, name in ((axes[0], zero_runs, "zero"), (axes[1], nonzero_runs, "non-zero")):
-        runs = np.asarray(runs)
-        if len(runs):
-            ax.hist(runs, bins=min(50, max(1, int(runs.max()))), color="tab:blue", log=True)
-            mean = float(runs.mean())
+    for ax, hist, name in ((axes[0], zero_hist, "zero"), (axes[1], nonzero_hist, "non-zero")):
+        hist = np.asarray(hist)
+        lengths = np.arange(len(hist))
+        if hist.sum():
+            longest = int(lengths[hist > 0].max())
+            bins = np.linspace(0.5, longest + 0.5, min(50, longest) + 1)
+            ax.hist(lengths, bins=bins, weights=hist, color="tab:blue", log=True)
+            mean = float((lengths * hist).sum() / hist.sum())
             ax.axvline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.1f}")
             ax.legend(fontsize=8)
         else:

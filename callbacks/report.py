@@ -40,6 +40,18 @@ _Q1 = {
     "mean_zero_run": "mean zero run",
     "mean_nonzero_run": "mean non-zero run",
     "steps_with_contact_pct": "steps with contact (%)",
+    "nonsmooth_samples": "non-smooth transitions",
+}
+
+# Columns of the threshold sweep.
+_SWEEP = {
+    "threshold": "threshold",
+    "global_zeros_J_s": "global zeros J_s",
+    "global_zeros_J_s_pct": "global zeros J_s (%)",
+    "global_zeros_J_a": "global zeros J_a",
+    "mean_sparsity_J_s": "mean sparsity J_s",
+    "mean_sparsity_J_a": "mean sparsity J_a",
+    "mean_sparsity": "mean sparsity [J_s|J_a]",
 }
 
 
@@ -91,8 +103,8 @@ def _env_figures(a: DatasetAnalysis, out: Path, stem: str) -> dict[str, str]:
         ),
         "runs": _save(
             run_length_figure(
-                a.zero_runs,
-                a.nonzero_runs,
+                a.zero_run_hist,
+                a.nonzero_run_hist,
                 title=f"{stem}: per-element run lengths (whole-episode runs left out)",
             ),
             out / f"{stem}_q3_run_lengths.png",
@@ -121,6 +133,25 @@ def _global_zero_lines(a: DatasetAnalysis, limit: int = 40) -> list[str]:
     return [f"Elements zero in every sample: {shown}{more}."]
 
 
+def _nonsmooth_lines(a: DatasetAnalysis) -> list[str]:
+    if not a.nonsmooth_samples:
+        return ["No transition has a non-smooth column (no action on its control bound)."]
+    cols = [*a.state_labels, *a.action_labels]
+    counts = a.nonsmooth_columns if a.nonsmooth_columns is not None else []
+    where = ", ".join(f"`{cols[j]}` {int(c)}" for j, c in enumerate(counts) if c)
+    what = (
+        "left out of every statistic (`nonsmooth='mask'`)"
+        if a.nonsmooth == "mask"
+        else "counted as they are (`nonsmooth='keep'`)"
+    )
+    return [
+        f"{a.nonsmooth_samples} of {a.n_samples} transitions "
+        f"({_fmt(100 * a.nonsmooth_samples / a.n_samples)}%) have a column taken at a "
+        f"non-smooth point (an action exactly on its control bound, where autodiff reports "
+        f"half the slope); transitions per column: {where}. Those elements are {what}."
+    ]
+
+
 def _env_section(a: DatasetAnalysis, figs: dict[str, str]) -> list[str]:
     s, c = a.summary(), a.contacts
     lines = [
@@ -140,6 +171,14 @@ def _env_section(a: DatasetAnalysis, figs: dict[str, str]) -> list[str]:
         "",
         f"![zero frequency]({figs['zero_frequency']})",
         "",
+        "**Threshold sensitivity.** Global zeros and mean sparsity at other thresholds "
+        "(round-off of exact zeros is ~1e-16..1e-15 in float64, so the study's 1e-15 sits "
+        "at its edge):",
+        "",
+        markdown_table(a.sweep, _SWEEP),
+        "",
+        "**Non-smooth points.** " + " ".join(_nonsmooth_lines(a)),
+        "",
         "### Q2: state-dependent sparsity",
         "",
         f"Mean per-sample sparsity: J_s {s['mean_sparsity_J_s']}, J_a "
@@ -155,7 +194,7 @@ def _env_section(a: DatasetAnalysis, figs: dict[str, str]) -> list[str]:
         "### Q3: temporal structure",
         "",
         f"Mean zero-run length {_fmt(s['mean_zero_run'])} steps, mean non-zero-run length "
-        f"{_fmt(s['mean_nonzero_run'])} steps ({len(a.zero_runs)} and {len(a.nonzero_runs)} "
+        f"{_fmt(s['mean_nonzero_run'])} steps ({a.n_zero_runs} and {a.n_nonzero_runs} "
         "finished runs; runs of elements that never change within an episode are left out, "
         "runs cut off by the end of the data too).",
         "",
@@ -207,6 +246,11 @@ def write_report(
             "path": a.path,
             "contacts": vars(a.contacts),
             "global_zero_mask": a.global_zeros.mask().astype(int).tolist(),
+            "threshold_sweep": a.sweep,
+            "nonsmooth": a.nonsmooth,
+            "nonsmooth_columns": (
+                None if a.nonsmooth_columns is None else a.nonsmooth_columns.tolist()
+            ),
             "zero_frequency": a.global_zeros.frequency().round(6).tolist(),
             "state_labels": list(a.state_labels),
             "action_labels": list(a.action_labels),

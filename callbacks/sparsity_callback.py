@@ -18,6 +18,7 @@ from callbacks.sparsity_stats import (
     SparsityMeans,
     combine,
     sample_sparsity,
+    valid_mask,
     zero_mask,
 )
 
@@ -77,9 +78,14 @@ class SparsityCallback(BaseCallback):
       since training start;
     * ``sparsity/zero_run_mean``, ``sparsity/nonzero_run_mean``: mean length
       of finished per-element zero / non-zero streaks (steps; whole-episode
-      streaks left out), since training start;
+      streaks left out), since training start; logged once a streak has
+      finished (never as NaN);
     * ``sparsity/distinct_patterns``: distinct zero patterns seen;
-    * ``sparsity/samples``: Jacobians seen so far.
+    * ``sparsity/samples``: Jacobians seen so far;
+    * ``sparsity/nonsmooth_fraction``: share of the Jacobians since the last
+      log with a non-smooth column (``jacobian_nonsmooth``: an action on its
+      control bound, as SB3's action clipping produces); those elements are
+      left out of every statistic above.
 
     With a TensorBoard writer, also the histogram ``sparsity/combined_hist`` of
     per-sample sparsity (steps since the last log), and every ``heatmap_freq``
@@ -118,7 +124,11 @@ class SparsityCallback(BaseCallback):
         self.threshold = float(threshold)
         self.log_freq = int(log_freq)
         self.heatmap_freq = int(heatmap_freq)
-        keys = {"jacobian_state": "jacobian_state", "jacobian_action": "jacobian_action"}
+        keys = {
+            "jacobian_state": "jacobian_state",
+            "jacobian_action": "jacobian_action",
+            "nonsmooth": "jacobian_nonsmooth",
+        }
         self.keys = {**keys, **(info_keys or {})}
         self.means = SparsityMeans()
         self.global_zeros: GlobalZeros | None = None
@@ -127,6 +137,7 @@ class SparsityCallback(BaseCallback):
         self.state_labels: tuple[str, ...] = ()
         self.action_labels: tuple[str, ...] = ()
         self._hist_values: list[np.ndarray] = []
+        self._nonsmooth = [0, 0]  # Jacobians with a non-smooth column, Jacobians; since the log
         self._episode0: list[float] = []
         self.last_episode_timeline: list[float] | None = None
         self._tb_writer = None
@@ -160,6 +171,7 @@ class SparsityCallback(BaseCallback):
         infos: list[dict[str, Any]] = self.locals["infos"]
         dones = self.locals.get("dones")
         key_s, key_a = self.keys["jacobian_state"], self.keys["jacobian_action"]
+        key_n = self.keys["nonsmooth"]
         try:  # the common case: every env has a Jacobian this step
             jac_s = [info[key_s] for info in infos]
             jac_a = [info[key_a] for info in infos]
@@ -182,6 +194,8 @@ class SparsityCallback(BaseCallback):
                 buf["state"][t, i] = infos[i][key_s]
                 buf["action"][t, i] = infos[i][key_a]
             buf["active"][t] = active
+        for i, info in enumerate(infos):  # absent (other envs, or no Jacobian): smooth
+            buf["nonsmooth"][t, i] = info.get(key_n, False)
         buf["done"][t] = False if dones is None else dones
         self._filled += 1
         if self._filled == self._capacity:
@@ -210,6 +224,7 @@ class SparsityCallback(BaseCallback):
         self._buffer = {
             "state": np.zeros((cap, n_envs, *jac_s.shape), dtype),
             "action": np.zeros((cap, n_envs, *jac_a.shape), dtype),
+            "nonsmooth": np.zeros((cap, n_envs, jac_s.shape[1] + jac_a.shape[1]), bool),
             "active": np.zeros((cap, n_envs), bool),
             "done": np.zeros((cap, n_envs), bool),
         }
@@ -225,16 +240,27 @@ class SparsityCallback(BaseCallback):
         self._filled = 0
         active, done = buf["active"][:steps], buf["done"][:steps]
         zeros = zero_mask(combine(buf["state"][:steps], buf["action"][:steps]), self.threshold)
-        self.runs.update_block(zeros, done, active)
         d_s = buf["state"].shape[2]
+        nonsmooth = buf["nonsmooth"][:steps]
+        valid = valid_mask(nonsmooth.reshape(-1, nonsmooth.shape[-1]), d_s)
+        if valid is not None:
+            valid = valid.reshape(zeros.shape)
+            self.runs.update_block(zeros, done, active[:, :, None, None] & valid)
+        else:
+            self.runs.update_block(zeros, done, active)
         sampled = zeros[active]  # (samples, d_s, d_s + d_a), in step order
-        per = sample_sparsity(sampled, d_s)
+        sampled_valid = None if valid is None else valid[active]
+        per = sample_sparsity(sampled, d_s, sampled_valid)
         self.means.update(per)
-        self.global_zeros.update(sampled)
-        self.patterns.update(sampled)
-        self._hist_values.append(per["combined"])
+        self.global_zeros.update(sampled, sampled_valid)
+        self.patterns.update(sampled, sampled_valid)
+        self._hist_values.append(per["combined"][~np.isnan(per["combined"])])
+        self._nonsmooth[0] += int(nonsmooth[active].any(axis=-1).sum())
+        self._nonsmooth[1] += len(sampled)
         # Env 0's per-step sparsity, cut into episodes at its episode ends.
-        combined0 = zeros[:, 0].reshape(steps, -1).mean(axis=1)
+        combined0 = sample_sparsity(zeros[:, 0], d_s, None if valid is None else valid[:, 0])[
+            "combined"
+        ]
         begin = 0
         for end in (*np.flatnonzero(done[:, 0]), steps - 1):
             self._episode0.extend(combined0[begin : end + 1][active[begin : end + 1, 0]].tolist())
@@ -251,6 +277,7 @@ class SparsityCallback(BaseCallback):
         d_s = self.global_zeros.shape[0]
         means = self.means.means()
         counts = self.global_zeros.counts(d_s)
+        flagged, seen = self._nonsmooth
         values = {
             "sparsity/state": means["state"],
             "sparsity/action": means["action"],
@@ -262,9 +289,11 @@ class SparsityCallback(BaseCallback):
             "sparsity/nonzero_run_mean": self.runs.mean_nonzero_run(),
             "sparsity/distinct_patterns": self.patterns.distinct,
             "sparsity/samples": self.global_zeros.samples,
+            "sparsity/nonsmooth_fraction": flagged / seen if seen else float("nan"),
         }
         for key, value in values.items():
-            self.logger.record(key, value)
+            if not np.isnan(value):  # a statistic not yet defined is not logged
+                self.logger.record(key, value)
         if self._tb_writer is not None and self._hist_values:
             self._tb_writer.add_histogram(
                 "sparsity/combined_hist",
@@ -279,6 +308,7 @@ class SparsityCallback(BaseCallback):
             )
         self.means.reset()
         self._hist_values = []
+        self._nonsmooth = [0, 0]
 
     def _log_figures(self) -> None:
         if self._tb_writer is None or self.global_zeros is None:

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_array"]
+__all__ = ["check_array", "check_int", "check_optional_int"]
+
+
+def check_int(value: object, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int``, refusing floats, strings and bools.
+
+    Raises:
+        TypeError: ``value`` is not an integer (``2.7``, ``"10"``, ``None``, ``True``).
+        ValueError: ``value < minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_optional_int(value: object, name: str, minimum: int | None = None) -> int | None:
+    """:func:`check_int` that lets ``None`` through."""
+    return None if value is None else check_int(value, name, minimum)
 
 
 def check_array(
@@ -13,9 +32,12 @@ def check_array(
     """Return ``value`` (an action or a state) as an array of ``shape`` and ``dtype``.
 
     Raises:
+        TypeError: If it is complex (its imaginary part would be dropped).
         ValueError: If its shape differs from ``shape`` or it holds NaN or inf;
             the message names the shape or the offending values.
     """
+    if np.iscomplexobj(value):
+        raise TypeError(f"{name} must be real, got a complex array: {value!r}")
     try:
         arr = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as err:

@@ -18,6 +18,7 @@ DEFAULT_INFO_KEYS: Mapping[str, str] = {
     "next_state": "next_state",
     "jacobian_state": "jacobian_state",
     "jacobian_action": "jacobian_action",
+    "nonsmooth": "jacobian_nonsmooth",
 }
 
 
@@ -30,10 +31,12 @@ class JacobianWrapper(gym.Wrapper):
     Playground env receives (after any action wrapper between the two).
 
     ``info`` gets, as numpy arrays: ``"state"`` ``(d_s,)``, ``"next_state"``
-    ``(d_s,)``, ``"jacobian_state"`` ``(d_t, d_t)`` and ``"jacobian_action"``
+    ``(d_s,)``, ``"jacobian_state"`` ``(d_t, d_t)``, ``"jacobian_action"``
     ``(d_t, d_a)`` (``d_t == d_s`` unless the model has free or ball joints),
-    and ``"jacobian_nonfinite": True`` when a Jacobian holds NaN or inf. Keys
-    already in ``info`` are never overwritten.
+    ``"jacobian_nonsmooth"`` ``(d_t + d_a,)`` bool (the columns of
+    ``[J_s | J_a]`` taken where the step is not differentiable: an action
+    exactly on its control bound), and ``"jacobian_nonfinite": True`` when a
+    Jacobian holds NaN or inf. Keys already in ``info`` are never overwritten.
 
     Args:
         env: A :class:`PlaygroundEnv`, possibly wrapped (e.g. by ``gym.make``).

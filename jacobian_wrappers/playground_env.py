@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from gymnasium import spaces
 
-from jacobian_wrappers._validation import check_array
+from jacobian_wrappers._validation import check_array, check_optional_int
 from jacobian_wrappers.simulator import Simulator, get_simulator
 
 __all__ = ["PlaygroundEnv", "StepJacobians"]
@@ -26,6 +26,9 @@ class StepJacobians:
         next_state: ``s_{t+1}``, shape ``(d_s,)``.
         jacobian_state: ``d s_{t+1} / d s_t``, shape ``(d_t, d_t)``.
         jacobian_action: ``d s_{t+1} / d a_t``, shape ``(d_t, d_a)``.
+        nonsmooth: ``(d_t + d_a,)`` bool, columns of ``[J_s | J_a]`` taken at a
+            non-differentiable point of the step (an action on its control
+            bound); see ``Simulator.nonsmooth_columns``.
         finite: Whether both Jacobians are all finite.
     """
 
@@ -33,6 +36,7 @@ class StepJacobians:
     next_state: np.ndarray
     jacobian_state: np.ndarray
     jacobian_action: np.ndarray
+    nonsmooth: np.ndarray
     finite: bool
 
 
@@ -57,8 +61,10 @@ class PlaygroundEnv(gym.Env):
             default, ``False`` for off (see ``enable_compilation_cache``).
 
     Raises:
-        ValueError: Unknown ``env_name``, ``precision`` or ``render_mode``, or
-            ``episode_length < 1``.
+        TypeError: ``seed`` or ``episode_length`` not an int, ``config_overrides``
+            not a dict.
+        ValueError: Unknown ``env_name``, ``precision``, ``render_mode`` or config
+            key, or ``episode_length < 1``. All checked before anything compiles.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
@@ -76,16 +82,14 @@ class PlaygroundEnv(gym.Env):
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        seed = check_optional_int(seed, "seed")
+        episode_length = check_optional_int(episode_length, "episode_length", minimum=1)
         self.sim: Simulator = get_simulator(
             env_name, precision, config_overrides, compilation_cache
         )
-        if episode_length is None:
-            episode_length = self.sim.episode_length
-        if int(episode_length) < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         self.env_name = env_name
         self.precision = precision
-        self.episode_length = int(episode_length)
+        self.episode_length = episode_length or self.sim.episode_length
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.sim.dt)}
         dtype = self.sim.dtype
@@ -129,17 +133,27 @@ class PlaygroundEnv(gym.Env):
     def set_state(self, s: np.ndarray) -> np.ndarray:
         """Put the simulator at ground-truth state ``s``; returns the new observation.
 
-        Derived quantities (positions of bodies, contacts) follow at the next step.
+        Derived quantities (body positions, contacts, sensors) and the
+        observation are recomputed for ``s`` (MJX ``forward``); the episode's
+        step count and task info (e.g. the target) stay.
 
         Raises:
-            ValueError: If ``s`` has the wrong shape or is not finite.
+            ValueError: If ``s`` has the wrong shape, is not finite, or gives a
+                non-finite observation (the env then stays where it was).
         """
         self._check_reset()
         arr = check_array(s, (self.sim.space.dim,), self.sim.dtype, name="state")
         with self.sim.scope():
             data = self.sim.space.set(self._state.data, jax.numpy.asarray(arr))
-            self._state = self._state.replace(data=data)
-        return self._obs
+        state = self.sim.refresh(self._state.replace(data=data))
+        obs = np.asarray(state.obs)
+        if not np.isfinite(obs).all():
+            raise ValueError(
+                f"state {arr.tolist()} gives a non-finite observation {obs.tolist()}; "
+                "the env keeps its previous state"
+            )
+        self._state, self._obs = state, obs
+        return obs.copy()
 
     def _check_reset(self) -> None:
         if self._state is None:
@@ -215,6 +229,7 @@ class PlaygroundEnv(gym.Env):
                 next_state=s_next,
                 jacobian_state=jac[:, :d_t],
                 jacobian_action=jac[:, d_t:],
+                nonsmooth=np.asarray(out.nonsmooth),
                 finite=bool(np.isfinite(jac).all()),
             )
         return self._obs.copy(), float(reward), terminated, truncated, info

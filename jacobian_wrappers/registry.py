@@ -8,6 +8,7 @@ __all__ = [
     "GYM_NAMESPACE",
     "STUDY_ENVS",
     "available_envs",
+    "check_config_overrides",
     "check_env_name",
     "gym_id",
     "register_gymnasium_envs",
@@ -48,6 +49,45 @@ def check_env_name(env_name: str) -> str:
             f"{', '.join(names)}"
         )
     return env_name
+
+
+def check_config_overrides(env_name: str, overrides: dict | None) -> dict:
+    """``overrides`` as a dict, each key checked against the task's default config.
+
+    Playground applies overrides with ``update_from_flattened_dict``, so nested
+    fields are written ``"a.b"``. Checking here fails fast (no simulator is
+    built) and names the key, where Playground raises a bare ``KeyError``.
+
+    Raises:
+        TypeError: ``overrides`` is not a mapping.
+        ValueError: A key the task's config does not have; lists the valid ones.
+    """
+    from mujoco_playground import registry
+
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise TypeError(
+            f"config_overrides must be a dict, got {overrides!r} ({type(overrides).__name__})"
+        )
+    config = registry.get_default_config(check_env_name(env_name))
+    valid = set(_flat_keys(config))
+    unknown = sorted(str(k) for k in overrides if k not in valid)
+    if unknown:
+        raise ValueError(
+            f"config_overrides has keys {unknown} that {env_name}'s config does not have; "
+            f"valid keys: {sorted(valid)}"
+        )
+    return dict(overrides)
+
+
+def _flat_keys(config, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(prefix + key)
+        if hasattr(value, "items"):
+            keys += _flat_keys(value, f"{prefix}{key}.")
+    return keys
 
 
 def gym_id(env_name: str) -> str:

@@ -17,8 +17,9 @@ import numpy as np
 
 from jacobian_wrappers._exported import exported_or_jit
 from jacobian_wrappers._precision import check_precision, numpy_dtype, precision_scope
+from jacobian_wrappers._solver_tangent import solver_tangents
 from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compilation_cache
-from jacobian_wrappers.registry import check_env_name
+from jacobian_wrappers.registry import check_config_overrides, check_env_name
 from jacobian_wrappers.state_space import StateSpace
 
 __all__ = ["Simulator", "Transition", "active_contacts", "get_simulator"]
@@ -37,6 +38,9 @@ class Transition(NamedTuple):
         n_contacts: Active contacts (``dist < includemargin``, i.e. in the
             constraint solver) found by collision detection in the step's last
             substep.
+        nonsmooth: ``(d_t + d_a,)`` bool, the columns of ``[J_s | J_a]`` taken at
+            a point where the step is not differentiable (see
+            :meth:`Simulator.nonsmooth_columns`), or ``None`` without Jacobian.
     """
 
     state: Any
@@ -45,6 +49,7 @@ class Transition(NamedTuple):
     jacobian: jax.Array | None
     finite: jax.Array
     n_contacts: jax.Array
+    nonsmooth: jax.Array | None = None
 
 
 def active_contacts(data: Any) -> jax.Array:
@@ -100,7 +105,7 @@ class Simulator:
 
         self.env_name = check_env_name(env_name)
         self.precision = check_precision(precision)
-        overrides = dict(config_overrides or {})
+        overrides = check_config_overrides(env_name, config_overrides)
         impl = overrides.setdefault("impl", "jax")
         if impl != "jax":
             raise ValueError(
@@ -127,10 +132,14 @@ class Simulator:
         ranges = np.where(limited[:, None], model.actuator_ctrlrange, [-1.0, 1.0])
         self.action_low = ranges[:, 0].astype(self.dtype)
         self.action_high = ranges[:, 1].astype(self.dtype)
+        self._ctrl_limited = limited
+        self._ctrl_range = model.actuator_ctrlrange.copy()
 
         self.reset = _scoped(compiled_reset, precision)
         self._single_steps: dict[tuple[bool, Any], Callable] = {}
         self.batch_reset = _scoped(jax.jit(jax.vmap(self._reset)), precision)
+        self.refresh = _scoped(jax.jit(self._refresh), precision)
+        self.batch_refresh = _scoped(jax.jit(jax.vmap(self._refresh)), precision)
 
     @property
     def action_labels(self) -> tuple[str, ...]:
@@ -168,7 +177,7 @@ class Simulator:
 
                 def flat(leaves: list, action: jax.Array) -> list:
                     out = self.transition(jax.tree.unflatten(treedef, leaves), action, jacobian)
-                    jac = [out.jacobian] if jacobian else []
+                    jac = [out.jacobian, out.nonsmooth] if jacobian else []
                     return [
                         *jax.tree.leaves(out.state),
                         out.s,
@@ -183,12 +192,48 @@ class Simulator:
                 self._single_steps[(jacobian, treedef)] = fn
             out = fn(leaves, action)
             n = len(leaves)
-            jac = out[n + 2] if jacobian else None
+            jac, nonsmooth = (out[n + 2], out[n + 3]) if jacobian else (None, None)
             new_state = jax.tree.unflatten(treedef, out[:n])
-            return Transition(new_state, out[n], out[n + 1], jac, out[-2], out[-1])
+            return Transition(new_state, out[n], out[n + 1], jac, out[-2], out[-1], nonsmooth)
 
     def _reset(self, key: jax.Array) -> Any:
         return _strong(self.env.reset(key))
+
+    def _refresh(self, state: Any) -> Any:
+        """``state`` with derived quantities and observation recomputed from its ``s``.
+
+        Runs MJX's ``forward`` (positions, contacts, sensors of the new state)
+        and the task's own observation function. Playground has no public API
+        for the latter; every DM Control Suite task implements it as
+        ``_get_obs(data, info)``. The next step is unchanged by this: it
+        recomputes all derived quantities itself.
+        """
+        from mujoco import mjx
+
+        data = mjx.forward(self.env.mjx_model, state.data)
+        return _strong(state.replace(data=data, obs=self.env._get_obs(data, state.info)))
+
+    def nonsmooth_columns(self, ctrl: jax.Array) -> jax.Array:
+        """Columns of ``[J_s | J_a]`` at a point where the step is not differentiable.
+
+        The step clamps each control to its ``ctrlrange``. Exactly on a bound
+        (as SB3 writes every saturated action: it clips actions to the action
+        space) the one-sided derivatives differ, 0 outside and the full slope
+        inside; autodiff (and a central difference) report half the slope. The
+        column of such an action is flagged. This is the only non-smooth point
+        of the study envs' step that a state or action can sit on for more than
+        a measure-zero set of steps (docs: non-smooth points).
+
+        Args:
+            ctrl: ``(d_a,)`` controls the step wrote (``data.ctrl`` after it).
+
+        Returns:
+            ``(d_t + d_a,)`` bool.
+        """
+        lo, hi = self._ctrl_range[:, 0], self._ctrl_range[:, 1]
+        at_bound = jnp.asarray(self._ctrl_limited) & ((ctrl == lo) | (ctrl == hi))
+        state_cols = jnp.zeros(self.space.tangent_dim, dtype=bool)
+        return jnp.concatenate([state_cols, at_bound[: self.action_size]])
 
     def transition(self, state: Any, action: jax.Array, jacobian: bool) -> Transition:
         """One control step from ``state`` (pure; ``jit``/``vmap`` it).
@@ -196,7 +241,9 @@ class Simulator:
         The Jacobian is ``jax.jacfwd`` through the whole un-wrapped Playground
         ``step`` (all substeps, action written to the controls), in the tangent
         space of :class:`StateSpace`; the primal step comes out of the same pass.
-        Forward mode also differentiates through the solver's while loops.
+        Forward mode also differentiates through the solver's while loops; where
+        the solver stops before its first iteration, its tangent is the
+        implicit one at the solution (:mod:`jacobian_wrappers._solver_tangent`).
 
         Args:
             state: Playground ``State``.
@@ -221,9 +268,13 @@ class Simulator:
                 return space.difference(jax.lax.stop_gradient(s_out), s_out), (new, s_out)
 
             x0 = jnp.zeros(space.tangent_dim + self.action_size, dtype=s.dtype)
-            jac, (new, s_next) = jax.jacfwd(step_from, has_aux=True)(x0)
+            with solver_tangents():
+                jac, (new, s_next) = jax.jacfwd(step_from, has_aux=True)(x0)
         finite = jnp.isfinite(s_next).all() & jnp.isfinite(new.obs).all()
-        return Transition(_strong(new), s, s_next, jac, finite, active_contacts(new.data))
+        nonsmooth = self.nonsmooth_columns(new.data.ctrl) if jacobian else None
+        return Transition(
+            _strong(new), s, s_next, jac, finite, active_contacts(new.data), nonsmooth
+        )
 
 
 @functools.cache
@@ -240,13 +291,16 @@ def get_simulator(
     """The process-wide :class:`Simulator` for these arguments (built once).
 
     Raises:
-        ValueError: Unknown ``env_name`` or ``precision``, or ``impl`` other than ``jax``.
+        TypeError: ``config_overrides`` is not a dict.
+        ValueError: Unknown ``env_name``, ``precision`` or config key, or ``impl``
+            other than ``jax``.
     """
     check_env_name(env_name)
     check_precision(precision)
+    overrides = check_config_overrides(env_name, config_overrides)
     enable_compilation_cache(compilation_cache)
     try:
-        key = json.dumps(dict(config_overrides or {}), sort_keys=True)
+        key = json.dumps(overrides, sort_keys=True)
     except TypeError as err:
         raise ValueError(
             f"config_overrides must be JSON-serialisable, got {config_overrides!r}"

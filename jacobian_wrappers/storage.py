@@ -1,9 +1,16 @@
 """Data sets of transitions with their Jacobians: chunked HDF5 (compression optional).
 
 One file holds one env's transitions ``(s, a, s', J_s, J_a)`` with episode id,
-step index, reward, done flags and active contacts, one row per transition,
-and the metadata needed to read it without the simulator (env, precision,
-``dt``, labels, threshold, policy, package versions).
+step index, reward, done flags, active contacts and the non-smooth columns of
+the Jacobian, one row per transition, and the metadata needed to read it
+without the simulator (env, precision, ``dt``, labels, threshold, policy,
+package versions).
+
+Every HDF5 chunk carries a Fletcher-32 checksum (format version 2): a chunk
+whose bytes changed on disk raises a ``ValueError`` naming the file, the
+array and the rows, instead of returning wrong numbers. Version-1 files (no
+checksums, no ``jacobian_nonsmooth`` column) still open, with a warning; their
+non-smooth columns read as all ``False``.
 
 Rows are buffered and written a chunk at a time; after each chunk the row
 count attribute ``n_complete`` is updated and the file flushed. A collection
@@ -20,6 +27,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +48,9 @@ __all__ = [
 ]
 
 FORMAT_NAME = "dynamic-sparsity/transitions"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this package reads (1: no checksums, no ``jacobian_nonsmooth``).
+READABLE_VERSIONS = (1, 2)
 _VERSIONED = (
     "dynamic-sparsity",
     "jax",
@@ -110,8 +120,8 @@ class DatasetMeta:
         """Float dtype of the stored arrays."""
         return np.dtype(self.precision)
 
-    def columns(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Per-row shape and dtype of every stored array."""
+    def columns(self, version: int = FORMAT_VERSION) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per-row shape and dtype of every stored array (of a file of ``version``)."""
         f = self.dtype
         cols: dict[str, tuple[tuple[int, ...], np.dtype]] = {
             "state": ((self.d_s,), f),
@@ -127,6 +137,8 @@ class DatasetMeta:
         if self.jacobians:
             cols["jacobian_state"] = ((self.d_t, self.d_t), f)
             cols["jacobian_action"] = ((self.d_t, self.d_a), f)
+            if version >= 2:
+                cols["jacobian_nonsmooth"] = ((self.d_t + self.d_a,), np.dtype(bool))
         return cols
 
     def to_attrs(self) -> dict[str, Any]:
@@ -206,12 +218,17 @@ def _open_ours(path: str | os.PathLike, mode: str) -> h5py.File:
             f"(attribute 'format' is {fmt!r}, expected {FORMAT_NAME!r})"
         )
     version = int(f.attrs.get("format_version", -1))
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         f.close()
         raise ValueError(
-            f"{path} has format version {version}; this package reads version {FORMAT_VERSION}"
+            f"{path} has format version {version}; this package reads versions "
+            f"{list(READABLE_VERSIONS)}"
         )
     return f
+
+
+def _format_version(f: h5py.File) -> int:
+    return int(f.attrs["format_version"])
 
 
 class TransitionWriter:
@@ -231,11 +248,13 @@ class TransitionWriter:
             4 GB/s to 0.5 (lzf) or 0.3 GB/s (gzip): worth it only for archives.
         resume: Append to an existing file instead of refusing to overwrite it.
         overwrite: Replace an existing file.
+        checksums: Store a Fletcher-32 checksum with every HDF5 chunk (costs
+            ~1% of writing and reading; ``benchmarks/dataset_io.py``).
 
     Raises:
         FileExistsError: ``path`` exists and neither ``resume`` nor ``overwrite``.
         ValueError: Bad ``chunk_size``/``compression``, or a resumed file whose
-            metadata differs from ``meta``.
+            metadata or format version differs from ``meta``'s.
     """
 
     def __init__(
@@ -247,6 +266,7 @@ class TransitionWriter:
         compression: str | None = None,
         resume: bool = False,
         overwrite: bool = False,
+        checksums: bool = True,
     ) -> None:
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -258,6 +278,13 @@ class TransitionWriter:
         self._columns = meta.columns()
         if self.path.exists() and resume:
             self._file = _open_ours(self.path, "a")
+            version = _format_version(self._file)
+            if version != FORMAT_VERSION:
+                self._file.close()
+                raise ValueError(
+                    f"cannot resume {self.path}: it has format version {version}, this "
+                    f"package writes version {FORMAT_VERSION}; collect into a new file"
+                )
             stored = DatasetMeta.from_attrs(self._file.attrs)
             self._check_resume(stored)
             self.meta = stored
@@ -286,6 +313,7 @@ class TransitionWriter:
                     chunks=(self.chunk_size, *shape),
                     compression=compression,
                     shuffle=compression is not None and dtype.kind == "f",
+                    fletcher32=bool(checksums),
                 )
             self._file.attrs["n_complete"] = 0
             self._file.flush()
@@ -392,7 +420,11 @@ class TransitionReader:
         except (KeyError, ValueError, TypeError) as err:
             self._file.close()
             raise ValueError(f"{self.path} has incomplete or invalid metadata: {err}") from err
-        for name, (shape, _) in self.meta.columns().items():
+        self.format_version = _format_version(self._file)
+        stored = self.meta.columns(self.format_version)
+        # Columns a version-1 file lacks, read as their neutral value.
+        self._virtual = {k: v for k, v in self.meta.columns().items() if k not in stored}
+        for name, (shape, _) in stored.items():
             ds = self._file.get(name)
             if ds is None or ds.shape[1:] != shape or ds.shape[0] < self._n:
                 self._file.close()
@@ -402,6 +434,15 @@ class TransitionReader:
                     f"({self._n}, {', '.join(map(str, shape))})"
                 )
         self.chunk_size = int(self._file["state"].chunks[0])
+        unchecked = [name for name in stored if not self._file[name].fletcher32]
+        if unchecked:
+            warnings.warn(
+                f"{self.path} stores no checksums for {unchecked} (format version "
+                f"{self.format_version} or written with checksums=False): damaged bytes in "
+                "those arrays would go unnoticed",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def __len__(self) -> int:
         return self._n
@@ -428,11 +469,40 @@ class TransitionReader:
             )
             raise KeyError(f"no array {key!r}{hint}; stored: {list(self.columns)}")
 
+    def _damaged(self, key: str, rows: np.ndarray, err: OSError) -> ValueError:
+        """The error for a failed read of ``rows`` of ``key``, naming the damaged chunk."""
+        ds, chunk = self._file[key], self.chunk_size
+        for lo in sorted({int(r) // chunk * chunk for r in rows}):
+            hi = min(lo + chunk, ds.shape[0])
+            try:
+                ds[lo:hi]
+            except OSError:
+                return ValueError(
+                    f"{self.path} is damaged: array {key!r}, rows {lo}-{hi - 1} fail their "
+                    f"checksum or cannot be decoded ({err})"
+                )
+        return ValueError(f"{self.path}: reading array {key!r} failed: {err}")
+
+    def _get(self, key: str, index: Any, rows: np.ndarray) -> np.ndarray:
+        """``self._file[key][index]``, with damage reported as a ``ValueError``."""
+        if key in self._virtual:
+            shape, dtype = self._virtual[key]
+            return np.zeros((len(rows), *shape), dtype)
+        try:
+            return self._file[key][index]
+        except OSError as err:
+            raise self._damaged(key, rows, err) from err
+
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows ``start:stop`` of one array."""
+        """Rows ``start:stop`` of one array.
+
+        Raises:
+            KeyError: No such array.
+            ValueError: The rows are damaged on disk (checksum mismatch).
+        """
         self._check_key(key)
         start, stop, _ = slice(start, stop).indices(self._n)
-        return self._file[key][start:stop]
+        return self._get(key, np.s_[start:stop], np.arange(start, max(start, stop)))
 
     def read_rows(self, index: np.ndarray, keys: Sequence[str] | None = None) -> dict:
         """Rows at sorted integer positions ``index`` (e.g. one episode, a sample)."""
@@ -442,7 +512,7 @@ class TransitionReader:
         out = {}
         for key in keys or self.columns:
             self._check_key(key)
-            out[key] = self._file[key][index] if index.size else self.read(key, 0, 0)
+            out[key] = self._get(key, index, index) if index.size else self.read(key, 0, 0)
         return out
 
     def iter_chunks(
@@ -471,10 +541,16 @@ class TransitionReader:
             hi = min(lo + step, stop)
             out = {}
             for k in keys:
+                if k in self._virtual:
+                    out[k] = self._get(k, None, np.arange(lo, hi))
+                    continue
                 ds = self._file[k]
                 out[k] = np.empty((hi - lo, *ds.shape[1:]), ds.dtype)
                 if hi > lo:
-                    ds.read_direct(out[k], np.s_[lo:hi])
+                    try:
+                        ds.read_direct(out[k], np.s_[lo:hi])
+                    except OSError as err:
+                        raise self._damaged(k, np.arange(lo, hi), err) from err
             yield out
 
     def episode_index(self) -> dict[int, np.ndarray]:

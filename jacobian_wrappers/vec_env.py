@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from jacobian_wrappers._validation import check_array
+from jacobian_wrappers._validation import check_array, check_int, check_optional_int
 from jacobian_wrappers.jacobian_wrapper import DEFAULT_INFO_KEYS
 from jacobian_wrappers.simulator import Simulator, get_simulator
 
@@ -45,7 +45,8 @@ class PlaygroundVecEnv(VecEnv):
 
     On steps with Jacobians, ``infos[i]`` carries the keys of
     :class:`~jacobian_wrappers.JacobianWrapper` (``"state"``, ``"next_state"``,
-    ``"jacobian_state"``, ``"jacobian_action"``); on other steps they are absent.
+    ``"jacobian_state"``, ``"jacobian_action"``, ``"jacobian_nonsmooth"``); on
+    other steps they are absent.
     A step whose state turns non-finite sets ``infos[i]["nonfinite"] = True``,
     ends the episode as truncated and resets that env; its
     ``terminal_observation`` is the last finite observation. Every step's
@@ -53,8 +54,9 @@ class PlaygroundVecEnv(VecEnv):
 
     After each step, :attr:`last_transition` holds the whole batch as arrays
     (``state``, ``action``, ``next_state``, ``reward``, ``terminated``,
-    ``truncated``, ``n_contacts`` and, on Jacobian steps, ``jacobian_state``
-    and ``jacobian_action``), for consumers that want no per-env dicts.
+    ``truncated``, ``n_contacts`` and, on Jacobian steps, ``jacobian_state``,
+    ``jacobian_action`` and ``jacobian_nonsmooth``), for consumers that want no
+    per-env dicts.
 
     Env ``i`` is seeded like ``PlaygroundEnv(seed=seed + i)``; later episodes
     split that key, as the single env does.
@@ -72,8 +74,11 @@ class PlaygroundVecEnv(VecEnv):
         compilation_cache: See ``enable_compilation_cache``.
 
     Raises:
-        ValueError: ``n_envs < 1``, ``jacobian_every < 1``, unknown ``precision``
-            or ``env_name``.
+        TypeError: ``n_envs``, ``seed``, ``jacobian_every`` or ``episode_length``
+            not an int, or ``config_overrides`` not a dict.
+        ValueError: ``n_envs < 1``, ``jacobian_every < 1``, ``episode_length < 1``,
+            unknown ``precision``, ``env_name`` or config key. All checked
+            before anything compiles.
     """
 
     def __init__(
@@ -89,22 +94,20 @@ class PlaygroundVecEnv(VecEnv):
         episode_length: int | None = None,
         compilation_cache: Any = None,
     ) -> None:
-        if int(n_envs) < 1:
-            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-        if int(jacobian_every) < 1:
-            raise ValueError(f"jacobian_every must be >= 1, got {jacobian_every}")
+        n_envs = check_int(n_envs, "n_envs", minimum=1)
+        seed = check_int(seed, "seed")
+        jacobian_every = check_int(jacobian_every, "jacobian_every", minimum=1)
+        episode_length = check_optional_int(episode_length, "episode_length", minimum=1)
+        if not isinstance(jacobians, bool | np.bool_):
+            raise TypeError(f"jacobians must be a bool, got {jacobians!r}")
         self.sim: Simulator = get_simulator(
             env_name, precision, config_overrides, compilation_cache
         )
-        if episode_length is None:
-            episode_length = self.sim.episode_length
-        if int(episode_length) < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         self.env_name = env_name
         self.precision = precision
         self.jacobians = bool(jacobians)
-        self.jacobian_every = int(jacobian_every)
-        self.episode_length = int(episode_length)
+        self.jacobian_every = jacobian_every
+        self.episode_length = episode_length or self.sim.episode_length
         self.state_labels: tuple[str, ...] = self.sim.space.labels
         self.tangent_labels: tuple[str, ...] = self.sim.space.tangent_labels
         self.action_labels: tuple[str, ...] = self.sim.action_labels
@@ -112,8 +115,8 @@ class PlaygroundVecEnv(VecEnv):
         dtype = self.sim.dtype
         obs_space = spaces.Box(-np.inf, np.inf, shape=(self.sim.observation_size,), dtype=dtype)
         act_space = spaces.Box(self.sim.action_low, self.sim.action_high, dtype=dtype)
-        super().__init__(int(n_envs), obs_space, act_space)
-        self._base_seed = int(seed)
+        super().__init__(n_envs, obs_space, act_space)
+        self._base_seed = seed
         self._step_count = 0
         self._actions: np.ndarray | None = None
         self._state: Any = None
@@ -163,6 +166,7 @@ class PlaygroundVecEnv(VecEnv):
             ]
             if with_jacobian:
                 parts.append(out.jacobian.reshape(out.jacobian.shape[0], -1))
+                parts.append(out.nonsmooth)
             host = jnp.concatenate([p.astype(dtype) for p in parts], axis=1)
             return new_state, keys, elapsed, host
 
@@ -233,16 +237,20 @@ class PlaygroundVecEnv(VecEnv):
         }
         if with_jac:
             d_t = self.sim.space.tangent_dim
-            jac = rest.reshape(self.num_envs, d_t, d_t + self.sim.action_size)
+            cols = d_t + self.sim.action_size
+            flat, nonsmooth = rest[:, : d_t * cols], rest[:, d_t * cols :] > 0
+            jac = flat.reshape(self.num_envs, d_t, cols)
             self.last_transition["jacobian_state"] = jac[:, :, :d_t]
             self.last_transition["jacobian_action"] = jac[:, :, d_t:]
-            finite_jac = np.isfinite(rest).all(axis=1)
+            self.last_transition["jacobian_nonsmooth"] = nonsmooth
+            finite_jac = np.isfinite(flat).all(axis=1)
             keys = DEFAULT_INFO_KEYS
             for i, info in enumerate(infos):
                 info[keys["state"]] = s[i]
                 info[keys["next_state"]] = s_next[i]
                 info[keys["jacobian_state"]] = jac[i, :, :d_t]
                 info[keys["jacobian_action"]] = jac[i, :, d_t:]
+                info[keys["nonsmooth"]] = nonsmooth[i]
                 if not finite_jac[i]:
                     info["jacobian_nonfinite"] = True
         for i in np.flatnonzero(dones):
@@ -266,11 +274,15 @@ class PlaygroundVecEnv(VecEnv):
         with self.sim.scope():
             return np.array(jax.vmap(self.sim.space.get)(self._state.data))
 
-    def set_states(self, states: np.ndarray, indices: VecEnvIndices = None) -> None:
+    def set_states(self, states: np.ndarray, indices: VecEnvIndices = None) -> np.ndarray:
         """Put envs ``indices`` at ground-truth states ``states`` ``(len(indices), d_s)``.
 
+        Derived quantities and observations are recomputed (as
+        ``PlaygroundEnv.set_state``); returns the new observations of all envs.
+
         Raises:
-            ValueError: If ``states`` has the wrong shape or is not finite.
+            ValueError: If ``states`` has the wrong shape, is not finite, or gives
+                a non-finite observation (then no env changes).
         """
         if self._state is None:
             raise gym.error.ResetNeeded("Call reset() before setting states.")
@@ -279,7 +291,17 @@ class PlaygroundVecEnv(VecEnv):
         with self.sim.scope():
             full = jax.vmap(self.sim.space.get)(self._state.data).at[idx].set(arr)
             data = jax.vmap(self.sim.space.set)(self._state.data, full)
-            self._state = self._state.replace(data=data)
+            refreshed = self.sim.batch_refresh(self._state.replace(data=data))
+            bad = idx[~np.isfinite(np.asarray(refreshed.obs)[idx]).all(axis=1)]
+            if bad.size:
+                raise ValueError(
+                    f"states of envs {bad.tolist()} give non-finite observations; "
+                    "no env was changed"
+                )
+            chosen = jnp.zeros(self.num_envs, dtype=bool).at[idx].set(True)
+            self._state = _select(chosen, refreshed, self._state)  # the others untouched
+        self._obs = np.asarray(self._state.obs)
+        return self._obs.copy()
 
     # ----------------------------------------------- attribute plumbing (SB3)
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:

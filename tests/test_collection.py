@@ -169,3 +169,55 @@ def test_cli_collect_and_report_on_contact_env(tmp_path):
     assert row["steps_with_contact_pct"] > 0  # the feet touch the floor
     with jw.TransitionReader(data) as r:
         assert r.read("n_contacts").max() >= 1
+
+
+def test_threshold_sweep_matches_direct_computation(cartpole_data):
+    analysis = analyse_dataset(cartpole_data, tsne_samples=0)
+    with jw.TransitionReader(cartpole_data) as r:
+        jac = combine(r.read("jacobian_state"), r.read("jacobian_action"))
+    assert [row["threshold"] for row in analysis.sweep] == [1e-15, 1e-13, 1e-11, 1e-9]
+    for row in analysis.sweep:
+        zeros = zero_mask(jac, row["threshold"])
+        assert row["global_zeros_J_s"] == int(zeros.all(axis=0)[:, :4].sum())
+        assert row["global_zeros_J_a"] == int(zeros.all(axis=0)[:, 4:].sum())
+        assert row["mean_sparsity"] == pytest.approx(zeros.mean(), abs=1e-4)
+    sweeps = [row["mean_sparsity"] for row in analysis.sweep]
+    assert sweeps == sorted(sweeps)  # a larger threshold can only find more zeros
+
+
+def test_non_smooth_transitions_are_stored_and_masked(cartpole_vec64, tmp_path):
+    """SB3-style clipped actions: the ones on the bound are flagged, stored, and left out."""
+    rng = np.random.default_rng(0)
+
+    def clipped(obs):
+        return np.clip(rng.normal(0.0, 1.5, size=(len(obs), 1)), -1.0, 1.0)
+
+    path = tmp_path / "clipped.h5"
+    jw.collect(cartpole_vec64, 256, path, policy=clipped, chunk_size=64)
+    with jw.TransitionReader(path) as r:
+        flags, action = r.read("jacobian_nonsmooth"), r.read("action")
+        jac = combine(r.read("jacobian_state"), r.read("jacobian_action"))
+    on_bound = np.abs(action[:, 0]) == 1.0
+    assert 0 < on_bound.sum() < len(on_bound)
+    np.testing.assert_array_equal(flags[:, 4], on_bound)
+    assert not flags[:, :4].any()
+    zeros = zero_mask(jac, 1e-15)
+    masked = analyse_dataset(path, tsne_samples=0)
+    kept = analyse_dataset(path, tsne_samples=0, nonsmooth="keep")
+    assert masked.nonsmooth_samples == kept.nonsmooth_samples == on_bound.sum()
+    assert masked.nonsmooth_columns.tolist() == [0, 0, 0, 0, int(on_bound.sum())]
+    valid = np.ones_like(zeros)
+    valid[on_bound, :, 4] = False
+    per_sample = (zeros & valid).sum(axis=(1, 2)) / valid.sum(axis=(1, 2))
+    assert masked.summary()["mean_sparsity"] == pytest.approx(per_sample.mean(), abs=1e-4)
+    assert masked.summary()["mean_sparsity_J_a"] == pytest.approx(
+        zeros[~on_bound][:, :, 4].mean(), abs=1e-4
+    )
+    np.testing.assert_allclose(
+        masked.global_zeros.frequency()[:, 4], zeros[~on_bound][:, :, 4].mean(axis=0)
+    )
+    assert kept.summary()["mean_sparsity"] == pytest.approx(zeros.mean(), abs=1e-4)
+    with pytest.raises(ValueError, match="nonsmooth must be one of"):
+        analyse_dataset(path, nonsmooth="drop")
+    report = (write_report([masked], tmp_path / "report")).read_text()
+    assert f"{on_bound.sum()} of 256 transitions" in report and "Threshold sensitivity" in report

@@ -179,12 +179,13 @@ def test_nonfinite_state_is_reported_and_never_observed(cartpole64) -> None:
     last_obs, _ = env.reset(seed=0)
     s = env.unwrapped.state
     s[2:] = 1e200  # velocities whose squares overflow float64
-    env.unwrapped.set_state(s)
+    set_obs = env.unwrapped.set_state(s)
+    assert np.isfinite(set_obs).all() and not np.array_equal(set_obs, last_obs)
     obs, _reward, terminated, truncated, info = env.step(np.zeros(1))
     assert info["nonfinite"] is True
     assert truncated and not terminated
     assert np.isfinite(obs).all()
-    np.testing.assert_array_equal(obs, last_obs)
+    np.testing.assert_array_equal(obs, set_obs)  # the last finite observation
     assert not np.isfinite(info["next_state"]).all()  # the report, not an observation
     with pytest.raises(ValueError, match="state must be finite"):
         env.unwrapped.set_state(np.full(4, np.nan))
@@ -218,3 +219,100 @@ def test_render_without_opengl_is_a_clear_error() -> None:
     )
     assert "CLEAR: render_mode='rgb_array' needs an OpenGL context" in out.stdout, out.stderr
     assert "MUJOCO_GL=egl" in out.stdout
+
+
+def test_set_state_returns_the_new_observation() -> None:
+    """ReacherHard's observation (qpos, finger-to-target, qvel) checked with MuJoCo's C forward."""
+    import mujoco
+    from mujoco import mjx
+
+    env = jw.PlaygroundEnv("ReacherHard", precision="float64")
+    old, _ = env.reset(seed=3)
+    obs = env.set_state(np.array([1.0, -1.0, 0.3, 0.0]))
+    np.testing.assert_array_equal(obs[:2], [1.0, -1.0])
+    np.testing.assert_array_equal(obs[4:], [0.3, 0.0])
+    model = env.sim.env.mj_model
+    data = mjx.get_data(model, env._state.data)  # the target lives in mocap_pos
+    data.qpos[:] = [1.0, -1.0]
+    mujoco.mj_forward(model, data)
+    gid = {mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, i): i for i in range(model.ngeom)}
+    to_target = data.geom_xpos[gid["target"], :2] - data.geom_xpos[gid["finger"], :2]
+    np.testing.assert_allclose(obs[2:4], to_target, atol=1e-12)
+    assert not np.allclose(obs[2:4], old[2:4])
+    np.testing.assert_array_equal(env.step(np.zeros(2))[0][:2], env.state[:2])  # steps on
+
+
+def test_arguments_are_checked_before_anything_compiles(monkeypatch) -> None:
+    """Bad arguments raise TypeError/ValueError naming them; no simulator is built."""
+    import jacobian_wrappers.playground_env as pe
+    import jacobian_wrappers.simulator as sim_mod
+    import jacobian_wrappers.vec_env as ve
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("a simulator was built for bad arguments")
+
+    monkeypatch.setattr(pe, "get_simulator", no_compiling)
+    monkeypatch.setattr(ve, "get_simulator", no_compiling)
+    monkeypatch.setattr(sim_mod, "_cached", no_compiling)
+    cases = [
+        (
+            lambda: jw.PlaygroundVecEnv("CheetahRun", 2.7),
+            TypeError,
+            r"n_envs must be an int, got 2\.7",
+        ),
+        (
+            lambda: jw.PlaygroundVecEnv("CheetahRun", None),
+            TypeError,
+            "n_envs must be an int, got None",
+        ),
+        (lambda: jw.PlaygroundVecEnv("CheetahRun", True), TypeError, "n_envs must be an int"),
+        (lambda: jw.PlaygroundVecEnv("CheetahRun", 0), ValueError, "n_envs must be >= 1, got 0"),
+        (
+            lambda: jw.PlaygroundVecEnv("CheetahRun", 2, jacobian_every=1.5),
+            TypeError,
+            "jacobian_every must be an int",
+        ),
+        (
+            lambda: jw.PlaygroundVecEnv("CheetahRun", 2, episode_length=0),
+            ValueError,
+            "episode_length must be >= 1, got 0",
+        ),
+        (
+            lambda: jw.PlaygroundEnv("CheetahRun", episode_length=0),
+            ValueError,
+            "episode_length must be >= 1, got 0",
+        ),
+        (
+            lambda: jw.PlaygroundEnv("CheetahRun", episode_length=2.7),
+            TypeError,
+            r"episode_length must be an int, got 2\.7",
+        ),
+        (
+            lambda: jw.PlaygroundEnv("CheetahRun", episode_length="10"),
+            TypeError,
+            "episode_length must be an int, got '10'",
+        ),
+        (lambda: jw.PlaygroundEnv("CheetahRun", seed="1"), TypeError, "seed must be an int"),
+        (
+            lambda: jw.PlaygroundVecEnv("CheetahRun", 2, jacobians="yes"),
+            TypeError,
+            "jacobians must be a bool",
+        ),
+    ]
+    for make, error, match in cases:
+        with pytest.raises(error, match=match):
+            make()
+    with pytest.raises(
+        ValueError, match=r"keys \['episode_lenght'\].*valid keys: .*episode_length"
+    ):
+        jw.get_simulator("CheetahRun", config_overrides={"episode_lenght": 10})
+    with pytest.raises(ValueError, match=r"\['vision\.nope'\]"):
+        jw.get_simulator("CartpoleBalance", config_overrides={"vision.nope": 1})
+    with pytest.raises(TypeError, match="config_overrides must be a dict"):
+        jw.get_simulator("CheetahRun", config_overrides=[("impl", "jax")])
+
+
+def test_complex_action_is_refused(cartpole64) -> None:
+    cartpole64.reset(seed=0)
+    with pytest.raises(TypeError, match="action must be real, got a complex array"):
+        cartpole64.step(np.array([0.5 + 0.1j]))

@@ -23,20 +23,32 @@ THRESHOLD = 1e-15
 
 
 class _Recorder(BaseCallback):
-    """The trivial second callback: keeps every step's Jacobians and dones."""
+    """The trivial second callback: keeps every step's Jacobians, dones and valid masks.
+
+    ``valid`` is False for the elements of non-smooth columns (actions that SB3 clipped
+    onto their bound), which the statistics leave out.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.steps: list[tuple[int, list[np.ndarray], np.ndarray]] = []
+        self.valid: list[list[np.ndarray]] = []
 
     def _on_step(self) -> bool:
-        jacs = [
-            np.concatenate([i["jacobian_state"], i["jacobian_action"]], axis=1)
-            for i in self.locals["infos"]
-            if "jacobian_state" in i
+        infos = [i for i in self.locals["infos"] if "jacobian_state" in i]
+        jacs = [np.concatenate([i["jacobian_state"], i["jacobian_action"]], axis=1) for i in infos]
+        valid = [
+            np.broadcast_to(~i["jacobian_nonsmooth"], j.shape)
+            for i, j in zip(infos, jacs, strict=True)
         ]
         self.steps.append((self.num_timesteps, jacs, np.array(self.locals["dones"])))
+        self.valid.append(valid)
         return True
+
+    def samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """All recorded zero masks and valid masks, in order."""
+        zeros = np.stack([np.abs(j) < THRESHOLD for _, jacs, _ in self.steps for j in jacs])
+        return zeros, np.stack([v for valid in self.valid for v in valid])
 
 
 def _scalars(logdir: Path, tag: str) -> dict[int, float]:
@@ -47,13 +59,24 @@ def _scalars(logdir: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in acc.Scalars(tag)}, acc
 
 
-def _expected_combined(steps, log_freq: int) -> dict[int, float]:
-    """Mean per-sample sparsity of [J_s | J_a] over each window of log_freq calls."""
-    out = {}
+def _sparsity(jac: np.ndarray, valid: np.ndarray) -> float:
+    """Share of zeros among the valid elements of one Jacobian."""
+    return float(((np.abs(jac) < THRESHOLD) & valid).sum() / valid.sum())
+
+
+def _expected(recorder: _Recorder, log_freq: int) -> dict[int, tuple[float, float]]:
+    """Per window of log_freq calls: mean sparsity of [J_s | J_a], share of non-smooth samples."""
+    out, steps = {}, recorder.steps
     for start in range(0, len(steps) - log_freq + 1, log_freq):
-        window = steps[start : start + log_freq]
-        per_sample = [(np.abs(j) < THRESHOLD).mean() for _, jacs, _ in window for j in jacs]
-        out[window[-1][0]] = float(np.mean(per_sample))
+        window = range(start, start + log_freq)
+        pairs = [
+            (jac, valid)
+            for k in window
+            for jac, valid in zip(steps[k][1], recorder.valid[k], strict=True)
+        ]
+        mean = float(np.mean([_sparsity(j, v) for j, v in pairs]))
+        nonsmooth = float(np.mean([not v.all() for _, v in pairs]))
+        out[steps[start + log_freq - 1][0]] = (mean, nonsmooth)
     return out
 
 
@@ -73,10 +96,14 @@ def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
     recorder, cb = _train_ppo(VecMonitor(venv), tmp_path, heatmap_freq=16)
 
     logged, acc = _scalars(tmp_path, "sparsity/combined")
-    expected = _expected_combined(recorder.steps, 8)
+    flagged = {e.step: e.value for e in acc.Scalars("sparsity/nonsmooth_fraction")}
+    expected = _expected(recorder, 8)
     assert set(logged) == set(expected) and len(logged) == 8
-    for step, value in expected.items():
+    for step, (value, nonsmooth) in expected.items():
         assert logged[step] == pytest.approx(value, rel=1e-6)
+        assert flagged[step] == pytest.approx(nonsmooth, rel=1e-6)
+    zeros, valid = recorder.samples()
+    assert not valid.all()  # PPO's clipped actions sit on their bound: masked, not counted
 
     tags = acc.Tags()
     for tag in (
@@ -85,30 +112,32 @@ def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
         "sparsity/global_zeros_state",
         "sparsity/global_zeros_state_pct",
         "sparsity/global_zeros_action",
-        "sparsity/zero_run_mean",
-        "sparsity/nonzero_run_mean",
         "sparsity/distinct_patterns",
-    ):
+        "sparsity/nonsmooth_fraction",
+    ):  # the run means appear once a streak has finished (test below)
         assert tag in tags["scalars"], tag
     assert "sparsity/combined_hist" in tags["histograms"]
     assert "sparsity/zero_frequency" in tags["images"]
     assert "sparsity/timeline" in tags["images"]
 
-    # Global zeros at the end equal the AND over every recorded Jacobian.
-    all_j = np.stack([j for _, jacs, _ in recorder.steps for j in jacs])
-    always = (np.abs(all_j) < THRESHOLD).all(axis=0)
+    # Global zeros at the end: zero wherever valid, over every recorded Jacobian.
+    always = (zeros | ~valid).all(axis=0) & valid.any(axis=0)
     gz_state = {e.step: e.value for e in acc.Scalars("sparsity/global_zeros_state")}
+    gz_action = {e.step: e.value for e in acc.Scalars("sparsity/global_zeros_action")}
     assert gz_state[max(gz_state)] == always[:, :4].sum()
+    assert gz_action[max(gz_action)] == always[:, 4:].sum()
     patterns = {e.step: e.value for e in acc.Scalars("sparsity/distinct_patterns")}
-    distinct = {(np.abs(j) < THRESHOLD).tobytes() for j in all_j}
+    distinct = {((z & v).tobytes(), v.tobytes()) for z, v in zip(zeros, valid, strict=True)}
     assert patterns[max(patterns)] == len(distinct)
+    for tag in tags["scalars"]:  # a statistic not yet defined is absent, never NaN
+        assert all(np.isfinite(e.value) for e in acc.Scalars(tag)), tag
     assert cb.state_labels == venv.tangent_labels and cb.action_labels == venv.action_labels
 
     # The heatmap in the event file is the full figure of the recorded zero frequency.
     event = acc.Images("sparsity/zero_frequency")[-1]
     logged_png = np.asarray(PILImage.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
-    freq = (np.abs(all_j) < THRESHOLD).mean(axis=0)
-    title = f"zero frequency (|J| < {THRESHOLD:g}), {len(all_j)} samples"
+    freq = (zeros & valid).sum(axis=0) / np.maximum(valid.sum(axis=0), 1)
+    title = f"zero frequency (|J| < {THRESHOLD:g}), {len(zeros)} samples"
     fig = zero_frequency_figure(freq, venv.tangent_labels, venv.action_labels, title=title)
     expected_png = figure_to_image(fig, close=True).transpose(1, 2, 0)[..., :3]
     np.testing.assert_array_equal(logged_png, expected_png)
@@ -120,17 +149,22 @@ def test_run_lengths_and_timeline_match_offline_computation(tmp_path: Path) -> N
     recorder, cb = _train_ppo(venv, tmp_path, heatmap_freq=1000)
     _, acc = _scalars(tmp_path, "sparsity/combined")
 
-    # Streaks since training start, from each env's episodes, computed offline.
+    # Streaks since training start, from each env's episodes, computed offline: an element's
+    # streaks run over the steps where it is valid (its non-smooth steps are skipped).
     zero_runs, nonzero_runs = [], []
     for env_i in range(2):
-        episode = []
+        episode, valid = [], []
         for k, (_, jacs, dones) in enumerate(recorder.steps):
             episode.append(np.abs(jacs[env_i]) < THRESHOLD)
+            valid.append(recorder.valid[k][env_i])
             if dones[env_i] or k == len(recorder.steps) - 1:
-                zr, nr = episode_run_lengths(np.stack(episode), complete=bool(dones[env_i]))
-                zero_runs.extend(zr)
-                nonzero_runs.extend(nr)
-                episode = []
+                z, v = np.stack(episode).reshape(len(episode), -1), np.stack(valid)
+                for e in range(z.shape[1]):
+                    seen = z[v.reshape(len(z), -1)[:, e], e]
+                    zr, nr = episode_run_lengths(seen[:, None], complete=bool(dones[env_i]))
+                    zero_runs.extend(zr)
+                    nonzero_runs.extend(nr)
+                episode, valid = [], []
     assert zero_runs and nonzero_runs
     for tag, runs in (("zero_run_mean", zero_runs), ("nonzero_run_mean", nonzero_runs)):
         logged_runs = {e.step: e.value for e in acc.Scalars(f"sparsity/{tag}")}
@@ -138,8 +172,8 @@ def test_run_lengths_and_timeline_match_offline_computation(tmp_path: Path) -> N
 
     # The timeline is env 0's last finished episode (steps 41..60 of 64).
     ends = [k for k, (_, _, dones) in enumerate(recorder.steps) if dones[0]]
-    last = recorder.steps[ends[-2] + 1 : ends[-1] + 1]
-    expected_timeline = [float((np.abs(jacs[0]) < THRESHOLD).mean()) for _, jacs, _ in last]
+    last = range(ends[-2] + 1, ends[-1] + 1)
+    expected_timeline = [_sparsity(recorder.steps[k][1][0], recorder.valid[k][0]) for k in last]
     np.testing.assert_allclose(cb.last_episode_timeline, expected_timeline)
 
 
@@ -154,9 +188,9 @@ def test_sac_with_dummy_vec_env_of_wrappers(tmp_path: Path) -> None:
     )
     model.learn(total_timesteps=30, callback=CallbackList([recorder, cb]))
     logged, _ = _scalars(tmp_path, "sparsity/combined")
-    expected = _expected_combined(recorder.steps, 5)
+    expected = _expected(recorder, 5)
     assert len(expected) == 6
-    for step, value in expected.items():
+    for step, (value, _) in expected.items():
         assert logged[step] == pytest.approx(value, rel=1e-6)
 
 

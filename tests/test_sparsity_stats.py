@@ -142,3 +142,59 @@ def test_run_lengths_block_update_equals_step_by_step():
         # The carried streaks agree too, so later blocks continue them correctly.
         np.testing.assert_array_equal(blocks._length, step_by_step._length)
         np.testing.assert_array_equal(blocks._state, step_by_step._state)
+
+
+def test_masked_statistics_leave_non_smooth_elements_out() -> None:
+    """Hand-built: column 2 (the action) of sample 0 is non-smooth."""
+    from callbacks.sparsity_stats import valid_mask
+
+    js = np.array([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 1.0]]])
+    ja = np.array([[[0.0], [2.0]], [[0.0], [5.0]]])
+    zeros = zero_mask(combine(js, ja))
+    flags = np.array([[False, False, True], [False, False, False]])
+    valid = valid_mask(flags, rows=2)
+    assert valid.shape == (2, 2, 3) and not valid[0, :, 2].any() and valid[1].all()
+    assert valid_mask(np.zeros((2, 3), bool), rows=2) is None  # nothing flagged
+    per = sample_sparsity(zeros, d_s=2, valid=valid)
+    np.testing.assert_allclose(per["state"], [0.75, 0.25])
+    assert np.isnan(per["action"][0]) and per["action"][1] == 0.5
+    np.testing.assert_allclose(per["combined"], [3 / 4, 2 / 6])
+    means = SparsityMeans()
+    means.update(per)
+    assert means.means()["action"] == 0.5  # the NaN sample does not count
+    assert means.means()["combined"] == pytest.approx((0.75 + 2 / 6) / 2)
+    g = GlobalZeros((2, 3))
+    g.update(zeros, valid)
+    # Element (0, 2) is left out in sample 0 and zero in sample 1: a global zero, seen once.
+    np.testing.assert_array_equal(g.mask(), [[False, False, True], [True, False, False]])
+    np.testing.assert_allclose(g.frequency(), [[0, 0.5, 1], [1, 0.5, 0]])
+    np.testing.assert_array_equal(g.valid_count, [[2, 2, 1], [2, 2, 1]])
+    p = PatternCounter()
+    p.update(zeros[:1], valid[:1])
+    p.update(zeros[:1])  # the same zeros, nothing left out: another pattern
+    p.update(zeros[:1], np.ones_like(valid[:1]))  # all valid == no mask
+    assert p.distinct == 2
+
+
+def test_run_lengths_per_element_activity_equals_independent_streams():
+    """Per-element ``active`` is the same as every element being its own env."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n, shape = int(rng.integers(1, 3)), (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        size = shape[0] * shape[1]
+        steps = int(rng.integers(1, 30))
+        z = rng.random((steps, n, *shape)) < rng.random()
+        end = rng.random((steps, n)) < 0.3 * rng.random()
+        act = rng.random((steps, n, *shape)) < rng.random()
+        blocks = RunLengths(n, shape)
+        blocks.update_block(z, end, act)
+        streams = RunLengths(n * size, (1, 1))
+        for t in range(steps):
+            streams.update(
+                z[t].reshape(n * size, 1, 1), np.repeat(end[t], size), act[t].reshape(-1)
+            )
+        for hist in ("zero_hist", "nonzero_hist"):
+            np.testing.assert_array_equal(
+                np.trim_zeros(getattr(blocks, hist), "b"),
+                np.trim_zeros(getattr(streams, hist), "b"),
+            )

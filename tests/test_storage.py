@@ -41,6 +41,7 @@ def fake_rows(n: int, start: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
         "n_contacts": (idx % 3).astype(np.int32),
         "jacobian_state": rng.normal(size=(n, 4, 4)) * (rng.random((n, 4, 4)) < 0.5),
         "jacobian_action": rng.normal(size=(n, 4, 1)),
+        "jacobian_nonsmooth": rng.random((n, 5)) < 0.1,
     }
 
 
@@ -185,3 +186,62 @@ def test_without_jacobians(tmp_path):
         assert "jacobian_state" not in r.columns
         with pytest.raises(KeyError, match="without Jacobians"):
             r.read("jacobian_state")
+
+
+def _overwrite_inside_chunk(path, name: str, chunk: int) -> None:
+    """Flip bytes in the middle of one stored HDF5 chunk of array ``name`` (not the end)."""
+    with h5py.File(path, "r") as f:
+        info = f[name].id.get_chunk_info(chunk)
+    offset = info.byte_offset + info.size // 2
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        data = bytearray(fh.read(16))
+        fh.seek(offset)
+        fh.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_damaged_chunk_is_detected_by_its_checksum(tmp_path):
+    path = tmp_path / "d.h5"
+    rows = fake_rows(300)
+    with TransitionWriter(path, META, chunk_size=64) as w:
+        w.append(rows)
+    _overwrite_inside_chunk(path, "jacobian_state", chunk=2)  # rows 128-191
+    with TransitionReader(path) as r:  # opening is fine: nothing is read yet
+        np.testing.assert_array_equal(r.read("reward"), rows["reward"])  # other arrays intact
+        np.testing.assert_array_equal(
+            r.read("jacobian_state", 0, 128), rows["jacobian_state"][:128]
+        )
+        msg = r"d\.h5 is damaged: array 'jacobian_state', rows 128-191"
+        with pytest.raises(ValueError, match=msg):
+            r.read("jacobian_state")
+        with pytest.raises(ValueError, match=msg):
+            list(r.iter_chunks(["jacobian_state"]))
+        with pytest.raises(ValueError, match=msg):
+            r.read_rows(np.array([5, 150]), ["jacobian_state"])
+    # Without checksums the same damage is read silently: the reason they exist.
+    plain = tmp_path / "plain.h5"
+    with TransitionWriter(plain, META, chunk_size=64, checksums=False) as w:
+        w.append(rows)
+    _overwrite_inside_chunk(plain, "jacobian_state", chunk=2)
+    with pytest.warns(UserWarning, match="no checksums"), TransitionReader(plain) as r:
+        assert not np.array_equal(r.read("jacobian_state"), rows["jacobian_state"])
+
+
+def test_version_1_files_still_open_with_a_warning(tmp_path):
+    """A file as format version 1 wrote it: no checksums, no jacobian_nonsmooth."""
+    path = tmp_path / "v1.h5"
+    rows = fake_rows(100)
+    with TransitionWriter(path, META, chunk_size=32, checksums=False) as w:
+        w.append(rows)
+    with h5py.File(path, "a") as f:
+        del f["jacobian_nonsmooth"]
+        f.attrs["format_version"] = 1
+    with pytest.warns(UserWarning, match="no checksums"), TransitionReader(path) as r:
+        assert r.format_version == 1 and "jacobian_nonsmooth" in r.columns
+        np.testing.assert_array_equal(r.read("jacobian_state"), rows["jacobian_state"])
+        flags = r.read("jacobian_nonsmooth", 10, 20)
+        assert flags.shape == (10, 5) and flags.dtype == bool and not flags.any()
+        chunk = next(r.iter_chunks(["jacobian_nonsmooth", "reward"]))
+        assert chunk["jacobian_nonsmooth"].shape == (32, 5)
+    with pytest.raises(ValueError, match="format version 1"):
+        TransitionWriter(path, META, resume=True)

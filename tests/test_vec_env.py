@@ -128,11 +128,13 @@ def test_nonfinite_env_is_truncated_and_reset(vec64) -> None:
     obs0 = vec64.reset()
     states = vec64.states
     states[1, 2:] = 1e200
-    vec64.set_states(states[1:2], indices=[1])
+    obs_set = vec64.set_states(states[1:2], indices=[1])
+    np.testing.assert_array_equal(obs_set[[0, 2]], obs0[[0, 2]])  # the others untouched
+    assert not np.array_equal(obs_set[1], obs0[1])
     obs, _, dones, infos = vec64.step(np.zeros((N, 1)))
     assert dones.tolist() == [False, True, False]
     assert infos[1]["nonfinite"] is True and infos[1]["TimeLimit.truncated"] is True
-    np.testing.assert_array_equal(infos[1]["terminal_observation"], obs0[1])
+    np.testing.assert_array_equal(infos[1]["terminal_observation"], obs_set[1])
     assert np.isfinite(obs).all()
     assert "nonfinite" not in infos[0]
 

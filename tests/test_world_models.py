@@ -42,8 +42,13 @@ A = np.array([[1.0, 0.1, 0.0], [0.0, 0.9, 0.0], [0.2, 0.0, 1.0]])
 B = np.array([[0.0, 0.5], [0.3, 0.0], [0.0, 0.0]])
 
 
-def write_linear(path, n_episodes=20, ep_len=25, jacobians=True, seed=0, episode_offset=0):
-    """A data set of the linear toy system, one random action sequence per episode."""
+def write_linear(
+    path, n_episodes=20, ep_len=25, jacobians=True, seed=0, episode_offset=0, flag_every=0
+):
+    """A data set of the linear toy system, one random action sequence per episode.
+
+    With ``flag_every=k`` every k-th step marks the first action column non-smooth.
+    """
     rng = np.random.default_rng(seed)
     meta = DatasetMeta(
         env_name="Linear",
@@ -74,6 +79,9 @@ def write_linear(path, n_episodes=20, ep_len=25, jacobians=True, seed=0, episode
                 if jacobians:
                     rows["jacobian_state"].append(A)
                     rows["jacobian_action"].append(B)
+                    flags = np.zeros(D_S + D_A, bool)
+                    flags[D_S] = flag_every > 0 and t % flag_every == 0
+                    rows["jacobian_nonsmooth"].append(flags)
                 s = s2
             w.append({k: np.asarray(v) for k, v in rows.items()})
     return path
@@ -247,11 +255,20 @@ def tiny_batch(seed: int = 0) -> Batch:
     )
 
 
-def hand_loss(mode: str, pred: np.ndarray, target: np.ndarray, jh, j, mask, w: LossWeights):
-    """Element by element, as written in SPEC section 5."""
+def hand_loss(
+    mode: str, pred: np.ndarray, target: np.ndarray, jh, j, mask, w: LossWeights, valid=None
+):
+    """Element by element, as written in SPEC section 5; ``valid`` elements only."""
     state = sum((p - t) ** 2 for p, t in zip(pred.ravel(), target.ravel(), strict=True)) / pred.size
     terms = {"state": state}
-    flat = list(zip(jh.ravel(), j.ravel(), mask.ravel(), strict=True))
+    valid = np.ones(j.shape, bool) if valid is None else valid
+    if mode == "state-jacobian-l1-regularizer":  # no ground truth: every element
+        valid = np.ones(j.shape, bool)
+    flat = [
+        (a, b, m)
+        for a, b, m, v in zip(jh.ravel(), j.ravel(), mask.ravel(), valid.ravel(), strict=True)
+        if v
+    ]
     if mode == "state-jacobian":
         terms["jacobian"] = sum((a - b) ** 2 for a, b, _ in flat) / len(flat)
     elif mode == "state-jacobian-l1":
@@ -285,6 +302,48 @@ def test_loss_modes_match_hand_computation(mode: str, predict_delta: bool) -> No
     assert set(terms) == {*want_terms, "total"}
     for k, v in want_terms.items():
         assert float(terms[k]) == pytest.approx(v, rel=1e-10)
+
+
+@pytest.mark.parametrize("mode", LOSS_MODES[1:])
+def test_loss_modes_leave_non_smooth_columns_out(mode: str) -> None:
+    """Columns flagged non-smooth in the data set do not enter the Jacobian terms."""
+    torch.manual_seed(0)
+    model = DynamicsMLP(D_S, D_A, width=5, depth=1, dropout=0.0).double()
+    batch = tiny_batch(3)
+    batch.jacobian_valid = torch.ones(len(batch), D_S + D_A, dtype=torch.bool)
+    batch.jacobian_valid[0, 4] = batch.jacobian_valid[2, 1] = False
+    batch.zero_mask = batch.zero_mask & batch.jacobian_valid[:, None, :]  # as the stream does
+    total, terms = compute_loss(model, batch, mode)
+    with torch.no_grad():
+        pred = model(batch.state, batch.action).numpy()
+        jh = model.jacobian(batch.state, batch.action, method="jacrev").numpy()
+    valid = np.broadcast_to(batch.jacobian_valid.numpy()[:, None, :], jh.shape)
+    want_total, want_terms = hand_loss(
+        mode,
+        pred,
+        batch.next_state.numpy(),
+        jh,
+        batch.jacobian.numpy(),
+        batch.zero_mask.numpy(),
+        LossWeights(),
+        valid,
+    )
+    assert total.item() == pytest.approx(want_total, rel=1e-10)
+    for k, v in want_terms.items():
+        assert float(terms[k]) == pytest.approx(v, rel=1e-10)
+    # The flagged elements get no gradient from the ground-truth terms.
+    if mode != "state-jacobian-l1-regularizer":
+        jac = torch.randn(len(batch), D_S, D_S + D_A, dtype=torch.float64, requires_grad=True)
+        sample = JacobianSample(
+            jac,
+            batch.jacobian,
+            batch.zero_mask,
+            batch.zero_mask.sum(),
+            valid=batch.jacobian_valid.unsqueeze(1),
+        )
+        out, _ = LOSSES[mode](torch.zeros(len(batch), D_S), batch.next_state, sample, LossWeights())
+        (grad,) = torch.autograd.grad(out, jac)
+        assert torch.all(grad[0, :, 4] == 0) and torch.all(grad[2, :, 1] == 0)
 
 
 @pytest.mark.parametrize("mode", LOSS_MODES[1:])
@@ -399,6 +458,24 @@ def test_stream_shuffles_by_epoch_and_normalises(linear_h5) -> None:
     assert torch.equal(batch.zero_mask[0], want_mask)
 
 
+def test_stream_marks_non_smooth_columns(tmp_path) -> None:
+    path = write_linear(tmp_path / "flagged.h5", n_episodes=4, ep_len=10, flag_every=3)
+    readers = open_datasets(path)
+    masked = next(iter(TransitionStream(readers, None, "all", batch_size=40, shuffle=False)))
+    kept = next(
+        iter(TransitionStream(readers, None, "all", batch_size=40, shuffle=False, nonsmooth="keep"))
+    )
+    flagged = torch.arange(40) % 10 % 3 == 0  # step t of each 10-step episode
+    assert torch.equal(masked.jacobian_valid[:, D_S], ~flagged)
+    assert masked.jacobian_valid[:, [0, 1, 2, 4]].all()
+    # B[2, 0] == 0: a zero of the first action column, left out where flagged.
+    assert torch.equal(masked.zero_mask[:, 2, D_S], ~flagged)
+    assert kept.jacobian_valid is None and kept.zero_mask[:, 2, D_S].all()
+    assert torch.equal(masked.jacobian, kept.jacobian)
+    with pytest.raises(ValueError, match="nonsmooth must be one of"):
+        TransitionStream(readers, None, "all", nonsmooth="drop")
+
+
 def test_in_memory_batches_hold_the_stream_rows_and_reshuffle(linear_h5) -> None:
     readers = open_datasets(linear_h5)
     split = split_episodes(readers, 0.2, seed=0)
@@ -417,7 +494,10 @@ def test_in_memory_batches_hold_the_stream_rows_and_reshuffle(linear_h5) -> None
     held.set_epoch(1)
     assert not torch.equal(first[0], next(iter(held)).state)
     assert InMemoryBatches.nbytes(stream) == len(held) * (
-        (3 * D_S + D_A) * 4 + 5 * D_S * (D_S + D_A)
+        (3 * D_S + D_A) * 4 + 5 * D_S * (D_S + D_A) + (D_S + D_A)  # + the validity mask
+    )
+    assert sum(t.nbytes for t in vars(held.data).values() if t is not None) == (
+        InMemoryBatches.nbytes(stream)
     )
 
 

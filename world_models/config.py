@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from world_models.data import NONSMOOTH_POLICIES
 from world_models.evaluate import DEFAULT_THRESHOLDS
 from world_models.losses import LossWeights
 from world_models.model import ACTIVATIONS, INITS
@@ -36,6 +37,9 @@ class TrainConfig:
         jacobian_columns: Supervise this many random Jacobian columns per
             sample (forward mode) instead of the whole Jacobian; ``None``: all.
         threshold: Zero threshold of the sparse-only mask; the data set's by default.
+        nonsmooth: ``"mask"`` (default): Jacobian losses and metrics leave out the
+            ground-truth columns taken at a non-smooth point of the step (an
+            action on its control bound); ``"keep"``: use them.
         eval_thresholds: Thresholds of the induced-sparsity metrics.
         eval_every: Evaluate on the test split every this many epochs (and at the end).
         eval_rows: Test rows of the per-epoch evaluations (``None``: all);
@@ -76,6 +80,7 @@ class TrainConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     jacobian_columns: int | None = None
     threshold: float | None = None
+    nonsmooth: str = "mask"
     eval_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     eval_every: int = 1
     eval_rows: int | None = 8192
@@ -119,6 +124,10 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
         if self.jacobian_columns is not None and int(self.jacobian_columns) < 1:
             raise ValueError(f"jacobian_columns must be >= 1 or None, got {self.jacobian_columns}")
+        if self.nonsmooth not in NONSMOOTH_POLICIES:
+            raise ValueError(
+                f"nonsmooth must be one of {NONSMOOTH_POLICIES}, got {self.nonsmooth!r}"
+            )
         if self.threshold is not None and self.threshold <= 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
         if self.horizon < 0:

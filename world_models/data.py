@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from jacobian_wrappers.storage import TransitionReader
 
 __all__ = [
+    "NONSMOOTH_POLICIES",
     "Batch",
     "DataSource",
     "EpisodeSplit",
@@ -44,7 +45,9 @@ DataSource = Union[
 ]
 
 _BASE_KEYS = ("state", "action", "next_state", "episode")
-_JAC_KEYS = ("jacobian_state", "jacobian_action")
+_JAC_KEYS = ("jacobian_state", "jacobian_action", "jacobian_nonsmooth")
+#: What the batches do with Jacobian columns taken at a non-smooth point.
+NONSMOOTH_POLICIES = ("mask", "keep")
 
 
 def open_datasets(data: DataSource) -> list[TransitionReader]:
@@ -172,7 +175,12 @@ class Batch:
         delta: ``(B, d_s)`` normalised ``s' - s`` (target of delta models).
         jacobian: ``(B, d_s, d_s + d_a)`` normalised ``[J_s | J_a]`` of ``s'``, or ``None``.
         zero_mask: ``(B, d_s, d_s + d_a)`` bool, ``|J| < threshold`` on the raw
-            Jacobian (as the statistics count zeros), or ``None``.
+            Jacobian (as the statistics count zeros), and not in a masked
+            non-smooth column; or ``None``.
+        jacobian_valid: ``(B, d_s + d_a)`` bool, ``False`` for the columns of
+            ``J`` taken at a non-smooth point of the step (an action on its
+            control bound), which the Jacobian losses leave out; ``None``: all
+            columns count.
     """
 
     state: Tensor
@@ -181,6 +189,7 @@ class Batch:
     delta: Tensor
     jacobian: Tensor | None = None
     zero_mask: Tensor | None = None
+    jacobian_valid: Tensor | None = None
 
     def __len__(self) -> int:
         return self.state.shape[0]
@@ -220,6 +229,9 @@ class TransitionStream(torch.utils.data.IterableDataset):
         chunk_size: Rows per read; the files' HDF5 chunk by default.
         jacobians: Yield Jacobians and zero masks (default: when the files have them).
         threshold: Zero threshold of the masks; the data set's own by default.
+        nonsmooth: ``"mask"`` (default): mark the non-smooth Jacobian columns
+            invalid (:attr:`Batch.jacobian_valid`) so that the losses leave them
+            out; ``"keep"``: use them as they are.
         drop_last: Drop a last batch smaller than ``batch_size``.
         seed: Seed of the shuffling.
         dtype: Floating dtype of the tensors.
@@ -241,6 +253,7 @@ class TransitionStream(torch.utils.data.IterableDataset):
         chunk_size: int | None = None,
         jacobians: bool | None = None,
         threshold: float | None = None,
+        nonsmooth: str = "mask",
         drop_last: bool = False,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
@@ -248,6 +261,8 @@ class TransitionStream(torch.utils.data.IterableDataset):
         super().__init__()
         if part not in ("train", "test", "all"):
             raise ValueError(f"part must be 'train', 'test' or 'all', got {part!r}")
+        if nonsmooth not in NONSMOOTH_POLICIES:
+            raise ValueError(f"nonsmooth must be one of {NONSMOOTH_POLICIES}, got {nonsmooth!r}")
         for name, value in (("batch_size", batch_size), ("buffer_chunks", buffer_chunks)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -266,6 +281,7 @@ class TransitionStream(torch.utils.data.IterableDataset):
         self.chunk_size = int(chunk_size or self.readers[0].chunk_size)
         self.jacobians = available if jacobians is None else bool(jacobians)
         self.threshold = float(threshold if threshold is not None else meta.threshold)
+        self.nonsmooth = nonsmooth
         self.drop_last, self.seed, self.dtype = bool(drop_last), int(seed), dtype
         self.epoch = 0
 
@@ -306,7 +322,12 @@ class TransitionStream(torch.utils.data.IterableDataset):
         if self.jacobians:
             jac = combine(rows["jacobian_state"], rows["jacobian_action"])
             # The mask comes from the raw Jacobian, as the sparsity statistics count zeros.
-            tensors["zero_mask"] = torch.as_tensor(zero_mask(jac, self.threshold))
+            zeros = zero_mask(jac, self.threshold)
+            if self.nonsmooth == "mask":
+                valid = ~rows["jacobian_nonsmooth"]
+                zeros &= valid[:, None, :]
+                tensors["jacobian_valid"] = torch.as_tensor(valid)
+            tensors["zero_mask"] = torch.as_tensor(zeros)
             tensors["jacobian"] = torch.as_tensor(
                 norm.jacobian_to_normalised(jac), dtype=self.dtype
             )
@@ -368,6 +389,7 @@ class InMemoryBatches:
             chunk_size=stream.chunk_size,
             jacobians=stream.jacobians,
             threshold=stream.threshold,
+            nonsmooth=stream.nonsmooth,
             dtype=stream.dtype,
         )
         parts = list(once)
@@ -393,9 +415,10 @@ class InMemoryBatches:
         """Memory the tensors of ``stream``'s split would take (counts its rows)."""
         meta = stream.readers[0].meta
         floats = 3 * meta.d_s + meta.d_a  # state, next state, delta; action
-        jac = meta.d_s * (meta.d_s + meta.d_a) if stream.jacobians else 0
+        cols = meta.d_s + meta.d_a if stream.jacobians else 0
+        jac = meta.d_s * cols
         item = torch.empty(0, dtype=stream.dtype).element_size()
-        return stream.n_rows() * ((floats + jac) * item + jac)
+        return stream.n_rows() * ((floats + jac) * item + jac + cols)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle differently for each epoch (deterministic in seed and epoch)."""

@@ -102,6 +102,7 @@ def evaluate(
     batch_size: int = 1024,
     jacobians: bool | None = None,
     seed: int = 0,
+    nonsmooth: str = "mask",
 ) -> EvalResult:
     """Evaluate ``model`` (in eval mode, no dropout) on one part of the data.
 
@@ -118,6 +119,8 @@ def evaluate(
         batch_size: Rows per model call.
         jacobians: Compute the Jacobian metrics (default: when the data have Jacobians).
         seed: Seed of the rollout start draw.
+        nonsmooth: ``"mask"``: leave non-smooth ground-truth columns out of the
+            Jacobian metrics; ``"keep"``: count them.
     """
     was_training = model.training
     model.eval()
@@ -130,6 +133,7 @@ def evaluate(
         batch_size=batch_size,
         shuffle=False,
         jacobians=jacobians,
+        nonsmooth=nonsmooth,
     )
     out_scale = torch.as_tensor(normaliser.scale("next_state"), device=device)
     in_scale = torch.cat(
@@ -151,7 +155,11 @@ def evaluate(
         sums["se_raw"] += float(((err_n * out_scale) ** 2).sum())
         sums["mean_se"] += float((batch.next_state.double() ** 2).sum())
         if stream.jacobians:
-            jerr = (jac_n - batch.jacobian).double()
+            # Non-smooth ground-truth columns are left out (Batch.jacobian_valid).
+            valid = torch.ones_like(batch.zero_mask)
+            if batch.jacobian_valid is not None:
+                valid = valid & batch.jacobian_valid[:, None, :]
+            jerr = (jac_n - batch.jacobian).double()[valid]
             sums["jse"] += float((jerr**2).sum())
             sums["jae"] += float(jerr.abs().sum())
             sums["jn"] += jerr.numel()
@@ -159,9 +167,10 @@ def evaluate(
             jac_raw = (jac_n.double() * out_scale[:, None] / in_scale[None, :]).abs()
             true_raw = (batch.jacobian.double() * out_scale[:, None] / in_scale[None, :]).abs()
             for t in thresholds:
-                p = jac_raw < t
+                p = (jac_raw < t) & valid
                 z = batch.zero_mask if t == stream.threshold else true_raw < t
-                counts[t] += [int(p.sum()), int(z.sum()), int((p & z).sum()), p.numel()]
+                z = z & valid
+                counts[t] += [int(p.sum()), int(z.sum()), int((p & z).sum()), int(valid.sum())]
     n, d_s = sums["n"], model.d_s
     result = EvalResult(n_rows=n, thresholds=thresholds)
     if n:

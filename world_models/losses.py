@@ -18,6 +18,11 @@ mode                               total
 ``J`` are those of the raw ground truth at the data set's threshold
 (:attr:`Batch.zero_mask`, ``callbacks.sparsity_stats.zero_mask``).
 
+Ground-truth columns taken at a non-smooth point of the step (an action on
+its control bound: :attr:`Batch.jacobian_valid` is ``False``) are left out of
+every term that compares with the ground truth; the means run over the valid
+elements only.
+
 Column subsets: instead of the whole Jacobian, ``k`` of its ``d_s + d_a``
 columns, drawn per sample without replacement, are computed by forward-mode
 products (``torch.func.jvp``). Averages over the sampled elements are
@@ -83,6 +88,8 @@ class JacobianSample:
         mask: ``(B, d_s, m)`` bool zeros of the ground truth, or ``None``.
         n_zeros: Zeros of the full ground truth over the batch (all columns).
         fraction: ``m / (d_s + d_a)``, the share of columns present.
+        valid: ``(B, 1, m)`` bool, ``False`` for non-smooth ground-truth columns,
+            or ``None`` (all valid).
     """
 
     pred: Tensor
@@ -90,11 +97,19 @@ class JacobianSample:
     mask: Tensor | None = None
     n_zeros: Tensor | None = None
     fraction: float = 1.0
+    valid: Tensor | None = None
 
     def _need_target(self) -> Tensor:
         if self.target is None:
             raise ValueError("this loss needs the ground-truth Jacobian; the batch has none")
         return self.target
+
+    def mean(self, values: Tensor) -> Tensor:
+        """Mean of ``(B, d_s, m)`` element values over the valid elements."""
+        if self.valid is None:
+            return values.mean()
+        weight = self.valid.to(values.dtype).expand_as(values)
+        return (values * weight).sum() / weight.sum().clamp(min=1)
 
 
 def _state_term(output: Tensor, target: Tensor) -> Tensor:
@@ -120,7 +135,7 @@ def state_jacobian_loss(
 ) -> LossOutput:
     """``state-jacobian``: + MSE of the Jacobian."""
     err = jac.pred - jac._need_target()
-    return _finish({"state": _state_term(output, target), "jacobian": (err**2).mean()}, w)
+    return _finish({"state": _state_term(output, target), "jacobian": jac.mean(err**2)}, w)
 
 
 def state_jacobian_l1_loss(
@@ -128,7 +143,7 @@ def state_jacobian_l1_loss(
 ) -> LossOutput:
     """``state-jacobian-l1``: + MAE of the Jacobian."""
     err = jac.pred - jac._need_target()
-    return _finish({"state": _state_term(output, target), "jacobian_l1": err.abs().mean()}, w)
+    return _finish({"state": _state_term(output, target), "jacobian_l1": jac.mean(err.abs())}, w)
 
 
 def state_jacobian_l1_regularizer_loss(
@@ -268,9 +283,10 @@ def compute_loss(
             "(a data set collected with jacobians=False?)"
         )
     n_zeros = batch.zero_mask.sum() if batch.zero_mask is not None else None
+    valid = None if batch.jacobian_valid is None else batch.jacobian_valid.unsqueeze(1)
     if columns is None:
         output, pred = model.forward_with_jacobian(batch.state, batch.action)
-        sample = JacobianSample(pred, batch.jacobian, batch.zero_mask, n_zeros, 1.0)
+        sample = JacobianSample(pred, batch.jacobian, batch.zero_mask, n_zeros, 1.0, valid)
     else:
         output, pred, index = jacobian_columns(
             model, batch.state, batch.action, columns, generator, column_method
@@ -283,6 +299,11 @@ def compute_loss(
             return t.gather(2, index.unsqueeze(1).expand(-1, t.shape[1], -1))
 
         sample = JacobianSample(
-            pred, gather(batch.jacobian), gather(batch.zero_mask), n_zeros, pred.shape[2] / n_cols
+            pred,
+            gather(batch.jacobian),
+            gather(batch.zero_mask),
+            n_zeros,
+            pred.shape[2] / n_cols,
+            gather(valid),
         )
     return LOSSES[mode](output, target, sample, weights)

@@ -185,6 +185,7 @@ def train(
         chunk_size=config.chunk_size,
         jacobians=needs_ground_truth_jacobian(loss_mode),
         threshold=threshold,
+        nonsmooth=config.nonsmooth,
         seed=config.seed,
     )
     batches: TransitionStream | InMemoryBatches = stream
@@ -200,7 +201,11 @@ def train(
         writer = SummaryWriter(config.log_dir)
         writer.add_text("config", f"loss_mode={loss_mode} env={meta.env_name} {config.to_dict()}")
 
-    eval_kwargs = {"thresholds": config.eval_thresholds, "batch_size": 2048}
+    eval_kwargs = {
+        "thresholds": config.eval_thresholds,
+        "batch_size": 2048,
+        "nonsmooth": config.nonsmooth,
+    }
     bar = None
     if config.progress:
         from tqdm.auto import tqdm
