@@ -9,7 +9,7 @@ TORCH_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,torch==2.13.0)
 DEMO_ARGS ?= --env CartpoleBalance --timesteps 4096 --n-envs 8 --logdir runs/
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint docs bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ demo: setup
 # Everything, slow cases included (this is what CI runs).
 test: setup
 	$(BIN)/ruff check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+# The documentation site, into build/site (a broken link or a missing page fails).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The default suite (slow cases skipped), <= 10 minutes from a cold cache.
 test-fast: setup
@@ -40,4 +45,4 @@ bench: setup
 	$(BIN)/python benchmarks/jacobian_throughput.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache build/site

@@ -7,15 +7,16 @@ For each env and batch size, measured side by side in one run:
 * ``vec``: the same VecEnv with ``jacobians=False``;
 * ``bound``: a hand-written ``jax.jit(jax.vmap(jax.jacfwd(step)))`` on device
   arrays, no host transfer: the bound for our overhead;
-* ``mjd_FD``: MuJoCo's C ``mujoco.mjd_transitionFD`` (centered, one thread) on
-  the same model, one Jacobian per call (a control step is one physics step
-  for both envs here).
+* ``FD 1t`` / ``FD 2t``: MuJoCo's C finite differences of the same *control*
+  step (all ``n_substeps`` physics steps, centred, chained;
+  ``jacobian_wrappers.mujoco_fd``) on 1 and 2 threads, on the batch's states
+  after 20 random steps (contacts included), float64.
 
-The three JAX variants are timed in alternating rounds (median of 5), so
-their ratios see the same machine load.
+The variants are timed in alternating rounds (median of 5), so their ratios
+see the same machine load.
 
     python benchmarks/jacobian_throughput.py [--envs CartpoleBalance CheetahRun]
-        [--n-envs 1 8 64] [--seconds 3] [--precision float32]
+        [--n-envs 1 16 64] [--seconds 3] [--precision float32]
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
 
 import jacobian_wrappers as jw
 
@@ -88,25 +88,27 @@ def bound_stepper(env_name: str, n: int, precision: str):
     return run
 
 
-def bench_fd(env_name: str, seconds: float) -> float:
-    sim = jw.get_simulator(env_name, "float64")
-    m = sim.env.mj_model
-    with sim.scope():
-        st = sim.reset(jax.random.PRNGKey(0))
-        d = mjx.get_data(m, st.data)
-    mujoco.mj_forward(m, d)
-    ns = 2 * m.nv + m.na
-    a_mat, b_mat = np.zeros((ns, ns)), np.zeros((ns, m.nu))
-    per_call = _time_per_call(
-        lambda: mujoco.mjd_transitionFD(m, d, 1e-6, 1, a_mat, b_mat, None, None), seconds
-    )
-    return 1.0 / per_call
+def fd_stepper(env_name: str, n: int, n_threads: int):
+    """MuJoCo's C finite differences of the control step on ``n`` recorded states."""
+    from jacobian_wrappers.mujoco_fd import FiniteDifferenceJacobian
+
+    venv = jw.PlaygroundVecEnv(env_name, n, seed=0, jacobians=False, precision="float64")
+    venv.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        venv.step(rng.uniform(-1, 1, (n, *venv.action_space.shape)))
+    ctrls = rng.uniform(-1, 1, (n, *venv.action_space.shape))
+    states = venv.states
+    warm = np.asarray(venv._state.data.qacc_warmstart)
+    sim = venv.sim
+    fd = FiniteDifferenceJacobian(sim.env.mj_model, sim.env.n_substeps, n_threads=n_threads)
+    return lambda: fd(states, ctrls, warm)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["CartpoleBalance", "CheetahRun"])
-    parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--precision", default="float32", choices=jw.PRECISIONS)
     args = parser.parse_args()
@@ -117,27 +119,26 @@ def main() -> None:
     )
     header = (
         "| env | n_envs | vec steps/s | vec+jac Jacobians/s | bound Jacobians/s "
-        "| vec+jac / bound | vec+jac / vec | mjd_FD Jacobians/s | vec+jac / mjd_FD |"
+        "| FD 1t Jacobians/s | FD 2t Jacobians/s | vec+jac / bound | vec+jac / FD 2t "
+        "| FD 2t / FD 1t |"
     )
     print(header)
-    print("|---" * 9 + "|")
+    print("|---" * 10 + "|")
     for env_name in args.envs:
-        fd = bench_fd(env_name, args.seconds)
         for n in args.n_envs:
-            rates = interleaved_rates(
-                {
-                    "vec": vec_stepper(env_name, n, False, args.precision),
-                    "vec+jac": vec_stepper(env_name, n, True, args.precision),
-                    "bound": bound_stepper(env_name, n, args.precision),
-                },
-                {"vec": n, "vec+jac": n, "bound": n},
-                3 * args.seconds,
-            )
-            plain, with_jac, bound = rates["vec"], rates["vec+jac"], rates["bound"]
+            fns = {
+                "vec": vec_stepper(env_name, n, False, args.precision),
+                "vec+jac": vec_stepper(env_name, n, True, args.precision),
+                "bound": bound_stepper(env_name, n, args.precision),
+                "fd1": fd_stepper(env_name, n, 1),
+                "fd2": fd_stepper(env_name, n, 2),
+            }
+            r = interleaved_rates(fns, dict.fromkeys(fns, n), len(fns) * args.seconds)
             print(
-                f"| {env_name} | {n} | {plain:,.0f} | {with_jac:,.0f} | {bound:,.0f} "
-                f"| {with_jac / bound:.2f} | {with_jac / plain:.3f} | {fd:,.0f} "
-                f"| {with_jac / fd:.2f} |",
+                f"| {env_name} | {n} | {r['vec']:,.0f} | {r['vec+jac']:,.0f} "
+                f"| {r['bound']:,.0f} | {r['fd1']:,.0f} | {r['fd2']:,.0f} "
+                f"| {r['vec+jac'] / r['bound']:.2f} | {r['vec+jac'] / r['fd2']:.2f} "
+                f"| {r['fd2'] / r['fd1']:.2f} |",
                 flush=True,
             )
 

@@ -13,6 +13,7 @@ import argparse
 import numpy as np
 
 import jacobian_wrappers as jw
+from sparsity import DEFAULT_THRESHOLD
 
 
 def compare(env_name: str, steps: int, threshold: float) -> dict:
@@ -44,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["ReacherHard", "CartpoleBalance"])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--threshold", type=float, default=1e-15)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     args = parser.parse_args()
     print(
         f"| env | sparsity float64 (<{args.threshold:g}) | sparsity float32 (<{args.threshold:g}) "

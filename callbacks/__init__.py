@@ -1,12 +1,13 @@
-"""SB3 callbacks that log the sparsity of the true dynamics' Jacobians while an agent trains.
+"""SB3 callbacks: live sparsity of the true Jacobians, and data sets, while an agent trains.
 
-The statistics themselves are pure numpy (:mod:`callbacks.sparsity_stats`) and
-are reused by offline analysis.
+The statistics themselves are pure numpy and live in :mod:`sparsity` (shared
+with the offline analysis); their names are re-exported here for existing
+imports.
 """
 
 from callbacks.dataset_callback import DatasetCallback
 from callbacks.sparsity_callback import SparsityCallback, check_env_has_jacobians
-from callbacks.sparsity_stats import (
+from sparsity.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
     PatternCounter,

@@ -70,7 +70,7 @@ class DatasetCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         from jacobian_wrappers.collection import TransitionRecorder
-        from jacobian_wrappers.storage import DatasetMeta, TransitionWriter
+        from sparsity.storage import DatasetMeta, TransitionWriter
 
         self._venv = _playground_venv(self.training_env)
         if self._venv.jacobians and self._venv.jacobian_every != 1:

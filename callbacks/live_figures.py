@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from callbacks.figures import sparsity_timeline_figure, zero_frequency_figure
+from sparsity.figures import sparsity_timeline_figure, zero_frequency_figure
 
 __all__ = ["LiveHeatmap", "LiveTimeline"]
 
@@ -26,8 +25,7 @@ class _Blitter:
     """Draws ``fig`` once without ``dynamic`` artists, then redraws only those."""
 
     def __init__(self, fig: Figure, dynamic: Sequence[Artist]) -> None:
-        plt.close(fig)  # out of pyplot's registry (no leak); draw on our own canvas
-        FigureCanvasAgg(fig)
+        FigureCanvasAgg(fig)  # our own headless canvas, whatever the backend
         self.fig, self.dynamic = fig, list(dynamic)
         # Texts stay visible but empty: an invisible title is laid out off the figure.
         texts = {a: a.get_text() for a in self.dynamic if isinstance(a, Text)}
@@ -48,7 +46,7 @@ class _Blitter:
 
 
 class LiveHeatmap:
-    """The labelled zero-frequency heatmap of :func:`~callbacks.figures.zero_frequency_figure`.
+    """The labelled zero-frequency heatmap of :func:`~sparsity.figures.zero_frequency_figure`.
 
     Args:
         state_labels: ``d_s`` labels.
@@ -78,7 +76,7 @@ class LiveHeatmap:
 
 
 class LiveTimeline:
-    """The per-step sparsity plot of :func:`~callbacks.figures.sparsity_timeline_figure`.
+    """The per-step sparsity plot of :func:`~sparsity.figures.sparsity_timeline_figure`.
 
     The axes are laid out for one episode length; a different length rebuilds
     them (Playground episodes have a fixed length, so that is rare).

@@ -10,7 +10,7 @@ from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from callbacks.live_figures import LiveHeatmap, LiveTimeline
-from callbacks.sparsity_stats import (
+from sparsity.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
     PatternCounter,
@@ -61,7 +61,7 @@ def check_env_has_jacobians(env: VecEnv) -> None:
 
 
 class SparsityCallback(BaseCallback):
-    """Logs sparsity statistics (SPEC section 3) of the Jacobians in ``infos``.
+    """Logs sparsity statistics (docs/method.md#sparsity-statistics) of the Jacobians in ``infos``.
 
     Works with every SB3 algorithm (on- and off-policy, sb3-contrib too) whose
     env is a :class:`~jacobian_wrappers.PlaygroundVecEnv` with ``jacobians=True``
@@ -89,9 +89,11 @@ class SparsityCallback(BaseCallback):
 
     With a TensorBoard writer, also the histogram ``sparsity/combined_hist`` of
     per-sample sparsity (steps since the last log), and every ``heatmap_freq``
-    calls the figures ``sparsity/zero_frequency`` (per-element zero frequency
-    of ``[J_s | J_a]``, labelled) and ``sparsity/timeline`` (sparsity over the
-    steps of the last finished episode of env 0).
+    calls and once at the end of training the figures
+    ``sparsity/zero_frequency`` (per-element zero frequency of ``[J_s | J_a]``,
+    labelled) and ``sparsity/timeline`` (sparsity over the steps of the last
+    finished episode of env 0; at the end, its unfinished episode if none has
+    finished).
 
     Per step the callback only copies the Jacobians into a buffer; the
     statistics are computed once per block of buffered steps (at every log, or
@@ -148,6 +150,7 @@ class SparsityCallback(BaseCallback):
         self._filled = 0
         self._heatmap: LiveHeatmap | None = None
         self._timeline = LiveTimeline()
+        self._figures_step = -1  # num_timesteps of the last figures logged
 
     # ----------------------------------------------------------------- hooks
     def _on_training_start(self) -> None:
@@ -215,6 +218,8 @@ class SparsityCallback(BaseCallback):
         if self.means.count:
             self._log_scalars()
             self.logger.dump(self.num_timesteps)
+        if self._figures_step != self.num_timesteps:  # a run shorter than heatmap_freq too
+            self._log_figures(final=True)
 
     # --------------------------------------------------------------- helpers
     def _allocate(self, n_envs: int, jac_s: np.ndarray, jac_a: np.ndarray) -> None:
@@ -310,10 +315,16 @@ class SparsityCallback(BaseCallback):
         self._hist_values = []
         self._nonsmooth = [0, 0]
 
-    def _log_figures(self) -> None:
+    def _log_figures(self, final: bool = False) -> None:
+        """Log the heatmap and the timeline.
+
+        At the end of training (``final``) the unfinished episode of env 0
+        stands in for a finished one if none has ended yet.
+        """
         if self._tb_writer is None or self.global_zeros is None:
             return
         self._flush()
+        self._figures_step = self.num_timesteps
         if self._heatmap is None:
             d_s, cols = self.global_zeros.shape
             self._heatmap = LiveHeatmap(
@@ -325,9 +336,11 @@ class SparsityCallback(BaseCallback):
             title=f"zero frequency (|J| < {self.threshold:g}), {self.global_zeros.samples} samples",
         )
         self.logger.record("sparsity/zero_frequency", Image(image, "HWC"), exclude=_NOT_TB)
-        if self.last_episode_timeline:
-            image = self._timeline.render(
-                self.last_episode_timeline, title="sparsity over the last episode of env 0"
-            )
+        timeline, title = self.last_episode_timeline, "sparsity over the last episode of env 0"
+        if not timeline and final and self._episode0:
+            timeline = self._episode0
+            title = f"sparsity over the first {len(timeline)} steps of env 0 (episode unfinished)"
+        if timeline:
+            image = self._timeline.render(timeline, title=title)
             self.logger.record("sparsity/timeline", Image(image, "HWC"), exclude=_NOT_TB)
         self.logger.dump(self.num_timesteps)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 import jacobian_wrappers as jw
+from sparsity import DEFAULT_THRESHOLD
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episode-length", type=int, default=None)
-    parser.add_argument("--threshold", type=float, default=1e-15)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--chunk-size", type=int, default=4096)
     parser.add_argument(
         "--compression", default=None, choices=["lzf", "gzip"], help="default: none (fastest)"

@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 import jacobian_wrappers as jw
 from callbacks import SparsityCallback
+from sparsity import DEFAULT_THRESHOLD
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--logdir", default="runs/")
     parser.add_argument("--precision", default="float64", choices=jw.PRECISIONS)
-    parser.add_argument("--threshold", type=float, default=1e-15)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--jacobian-every", type=int, default=1)
     parser.add_argument("--log-freq", type=int, default=64, help="vector steps between logs")
     parser.add_argument("--heatmap-freq", type=int, default=256)

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import jacobian_wrappers as jw
-from callbacks.analysis import analyse_dataset
-from callbacks.report import write_report
+from sparsity import analyse_dataset, write_report
 
 
 def main() -> None:

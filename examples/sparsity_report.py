@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from callbacks.analysis import analyse_dataset
-from callbacks.report import write_report
+from sparsity import analyse_dataset, write_report
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from jacobian_wrappers.registry import (
 )
 from jacobian_wrappers.simulator import Simulator, Transition, get_simulator
 from jacobian_wrappers.state_space import StateSpace
-from jacobian_wrappers.storage import DatasetMeta, TransitionReader, TransitionWriter
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
+from sparsity.storage import DatasetMeta, TransitionReader, TransitionWriter
 
 register_gymnasium_envs()
 

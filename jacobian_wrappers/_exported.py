@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jax
 
-from jacobian_wrappers._versions import installed_versions
+from sparsity._versions import installed_versions
 
 __all__ = ["exported_or_jit"]
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from jacobian_wrappers.storage import DatasetMeta, TransitionWriter
+from jacobian_wrappers._validation import check_int
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
+from sparsity.stats import DEFAULT_THRESHOLD
+from sparsity.storage import DatasetMeta, TransitionWriter
 
 __all__ = ["CollectionResult", "TransitionRecorder", "collect", "make_policy"]
 
@@ -118,8 +120,9 @@ def make_policy(policy: Any, env: PlaygroundVecEnv, seed: int = 0) -> tuple[Poli
             return rng.uniform(low, high, size=(len(obs), *low.shape)).astype(dtype)
 
         return random_policy, f"random uniform in the action box (seed {seed})"
+    source = None
     if isinstance(policy, str | os.PathLike):
-        policy = _load_sb3(str(policy))
+        policy, source = _load_sb3(str(policy))
     if hasattr(policy, "predict"):
         model = policy
 
@@ -127,9 +130,7 @@ def make_policy(policy: Any, env: PlaygroundVecEnv, seed: int = 0) -> tuple[Poli
             return model.predict(obs, deterministic=False)[0]
 
         desc = f"{type(model).__name__} stochastic predict"
-        if getattr(model, "_loaded_from", None):
-            desc += f" ({model._loaded_from})"
-        return model_policy, desc
+        return model_policy, desc if source is None else f"{desc} ({source})"
     if callable(policy):
         return policy, getattr(policy, "__name__", type(policy).__name__)
     raise ValueError(
@@ -148,8 +149,12 @@ _ALGOS_BY_POLICY = (
 )
 
 
-def _load_sb3(path: str) -> Any:
-    """Load an SB3 / sb3-contrib model zip with the algorithm its policy class names."""
+def _load_sb3(path: str) -> tuple[Any, str]:
+    """Load an SB3 / sb3-contrib model zip with the algorithm its policy class names.
+
+    Returns:
+        ``(model, "<Algorithm> from <file>")``.
+    """
     import json
     import zipfile
 
@@ -173,8 +178,7 @@ def _load_sb3(path: str) -> Any:
         except Exception as err:  # another algorithm with the same policy class
             errors.append(f"{name}: {err}")
             continue
-        model._loaded_from = f"{name} from {os.path.basename(path)}"
-        return model
+        return model, f"{name} from {os.path.basename(path)}"
     raise ValueError(
         f"could not load {path} as an SB3 model ({'; '.join(errors) or 'unknown policy class'})"
     )
@@ -217,7 +221,7 @@ def collect(
     *,
     policy: Any = "random",
     seed: int = 0,
-    threshold: float = 1e-15,
+    threshold: float = DEFAULT_THRESHOLD,
     chunk_size: int = 4096,
     compression: str | None = None,
     resume: bool = False,
@@ -245,10 +249,10 @@ def collect(
         progress: Show a tqdm progress bar with the steps/s.
 
     Raises:
-        ValueError: Bad ``n_steps``, ``jacobian_every != 1``, or a bad policy.
+        TypeError: ``n_steps`` not an int, or ``env`` not a ``PlaygroundVecEnv``.
+        ValueError: ``n_steps < 1``, ``jacobian_every != 1``, or a bad policy.
     """
-    if int(n_steps) < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    n_steps = check_int(n_steps, "n_steps", minimum=1)
     if not isinstance(env, PlaygroundVecEnv):
         raise TypeError(f"collect needs a PlaygroundVecEnv, got {type(env).__name__}")
     if env.jacobians and env.jacobian_every != 1:
@@ -274,21 +278,10 @@ def collect(
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=int(n_steps), initial=start_rows, unit="step", desc=meta.env_name)
-        obs = env.reset()
-        t0 = time.perf_counter()
-        t1, rows1 = None, 0
+            bar = tqdm(total=n_steps, initial=start_rows, unit="step", desc=meta.env_name)
         try:
-            while writer.total_rows < n_steps:
-                obs, _, _, _ = env.step(act(obs))
-                left = int(n_steps) - writer.total_rows
-                written = recorder.record(env.last_transition, max_rows=left)
-                if t1 is None:
-                    t1, rows1 = time.perf_counter(), writer.total_rows
-                if bar is not None:
-                    bar.update(written)
+            timing = _step_until(env, act, recorder, n_steps, bar)
         finally:
-            t_end = time.perf_counter()
             if bar is not None:
                 bar.close()
         rows = writer.total_rows
@@ -296,8 +289,46 @@ def collect(
         path=str(path),
         rows=rows,
         new_rows=rows - start_rows,
-        seconds=t_end - t0,
-        steady_rows=rows - rows1 if t1 is not None else 0,
-        steady_seconds=t_end - t1 if t1 is not None else 0.0,
         skipped_nonfinite=recorder.skipped_nonfinite,
+        **timing.summary(rows),
     )
+
+
+@dataclass
+class _Timing:
+    """Wall-clock marks of a collection: start, first step done (it compiles), end."""
+
+    start: float
+    first: float | None = None
+    first_rows: int = 0
+    end: float = 0.0
+
+    def summary(self, rows: int) -> dict[str, float]:
+        steady = self.first is not None
+        return {
+            "seconds": self.end - self.start,
+            "steady_rows": rows - self.first_rows if steady else 0,
+            "steady_seconds": self.end - self.first if steady else 0.0,
+        }
+
+
+def _step_until(env: PlaygroundVecEnv, act: Policy, recorder, n_steps: int, bar) -> _Timing:
+    """Step ``env`` with ``act`` and record until the file holds ``n_steps`` rows.
+
+    An exception (``KeyboardInterrupt`` too) stops it; the caller's writer keeps
+    every row recorded so far.
+    """
+    writer = recorder.writer
+    obs = env.reset()
+    timing = _Timing(time.perf_counter())
+    try:
+        while writer.total_rows < n_steps:
+            obs, _, _, _ = env.step(act(obs))
+            written = recorder.record(env.last_transition, max_rows=n_steps - writer.total_rows)
+            if timing.first is None:
+                timing.first, timing.first_rows = time.perf_counter(), writer.total_rows
+            if bar is not None:
+                bar.update(written)
+    finally:
+        timing.end = time.perf_counter()
+    return timing

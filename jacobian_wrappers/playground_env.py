@@ -9,10 +9,9 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import jax
 import numpy as np
-from gymnasium import spaces
 
 from jacobian_wrappers._validation import check_array, check_optional_int
-from jacobian_wrappers.simulator import Simulator, get_simulator
+from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
 __all__ = ["PlaygroundEnv", "StepJacobians"]
 
@@ -40,13 +39,14 @@ class StepJacobians:
     finite: bool
 
 
-class PlaygroundEnv(gym.Env):
+class PlaygroundEnv(TaskAttributes, gym.Env):
     """A Playground DM Control Suite task as a ``gymnasium.Env``.
 
     The MJX implementation is forced to ``jax`` so the step can be
     differentiated; ``reset`` and ``step`` are jitted once per process and task.
-    Wrap it in :class:`~jacobian_wrappers.JacobianWrapper` to get the exact
-    Jacobians of every step in ``info``.
+    :meth:`last_step_jacobians` gives the exact Jacobians of the step just
+    taken, computed on request; :class:`~jacobian_wrappers.JacobianWrapper`
+    asks for them after every step and puts them in ``info``.
 
     Args:
         env_name: Task name, e.g. ``"CheetahRun"`` (see ``available_envs()``).
@@ -92,17 +92,8 @@ class PlaygroundEnv(gym.Env):
         self.episode_length = episode_length or self.sim.episode_length
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.sim.dt)}
-        dtype = self.sim.dtype
-        self.observation_space = spaces.Box(
-            -np.inf, np.inf, shape=(self.sim.observation_size,), dtype=dtype
-        )
-        self.action_space = spaces.Box(self.sim.action_low, self.sim.action_high, dtype=dtype)
-        self.state_labels: tuple[str, ...] = self.sim.space.labels
-        self.tangent_labels: tuple[str, ...] = self.sim.space.tangent_labels
-        self.action_labels: tuple[str, ...] = self.sim.action_labels
-        #: Switched on by JacobianWrapper: compute ``last_jacobians`` in ``step``.
-        self.compute_jacobians = False
-        self.last_jacobians: StepJacobians | None = None
+        self.observation_space, self.action_space = self.sim.spaces()
+        self._last_step: tuple[Any, np.ndarray] | None = None  # (state before, action)
         self._seed = seed
         self._key: jax.Array | None = None
         self._state: Any = None
@@ -114,21 +105,10 @@ class PlaygroundEnv(gym.Env):
 
     # ---------------------------------------------------------------- state
     @property
-    def dt(self) -> float:
-        """Seconds of simulated time per control step."""
-        return self.sim.dt
-
-    @property
     def state(self) -> np.ndarray:
-        """Ground-truth state ``s = concat(qpos, qvel, act)`` (SPEC section 2)."""
+        """Ground-truth state ``s = concat(qpos, qvel, act)`` (docs/method.md#the-state)."""
         self._check_reset()
         return np.array(self.sim.space.get(self._state.data))
-
-    @property
-    def mjx_state(self) -> Any:
-        """The Playground ``State`` pytree (JAX arrays) of the current step."""
-        self._check_reset()
-        return self._state
 
     def set_state(self, s: np.ndarray) -> np.ndarray:
         """Put the simulator at ground-truth state ``s``; returns the new observation.
@@ -178,7 +158,7 @@ class PlaygroundEnv(gym.Env):
                 self._key = key
             self._state = self.sim.reset(key)
         self._elapsed = 0
-        self.last_jacobians = None
+        self._last_step = None
         self._obs = np.asarray(self._state.obs)
         return self._obs.copy(), {}
 
@@ -199,12 +179,10 @@ class PlaygroundEnv(gym.Env):
         """
         self._check_reset()
         action = check_array(action, self.action_space.shape, self.sim.dtype)
-        fn = self.sim.step_jacobian if self.compute_jacobians else self.sim.step
-        out = fn(self._state, action)
-        s, s_next, obs, reward, done, finite, n_contacts = jax.device_get(
+        self._last_step = (self._state, action)
+        out = self.sim.step(self._state, action)
+        obs, reward, done, finite, n_contacts = jax.device_get(
             (
-                out.s,
-                out.s_next,
                 out.state.obs,
                 out.state.reward,
                 out.state.done,
@@ -221,18 +199,33 @@ class PlaygroundEnv(gym.Env):
         else:
             info["nonfinite"] = True
             truncated = True
-        if self.compute_jacobians:
-            jac = np.asarray(out.jacobian)
-            d_t = self.sim.space.tangent_dim
-            self.last_jacobians = StepJacobians(
-                state=s,
-                next_state=s_next,
-                jacobian_state=jac[:, :d_t],
-                jacobian_action=jac[:, d_t:],
-                nonsmooth=np.asarray(out.nonsmooth),
-                finite=bool(np.isfinite(jac).all()),
-            )
         return self._obs.copy(), float(reward), terminated, truncated, info
+
+    def last_step_jacobians(self) -> StepJacobians:
+        """The exact Jacobians of the transition taken by the last :meth:`step`.
+
+        Computed on request, by a compiled program that does only what the
+        Jacobian needs (the step's own program does only the step): together
+        they cost what one combined pass does.
+
+        Raises:
+            gymnasium.error.ResetNeeded: No step since the last reset.
+        """
+        if self._last_step is None:
+            raise gym.error.ResetNeeded(
+                "No step taken since reset: no transition to differentiate."
+            )
+        state, action = self._last_step
+        s, s_next, jac, nonsmooth = jax.device_get(self.sim.jacobian(state, action))
+        d_t = self.sim.space.tangent_dim
+        return StepJacobians(
+            state=s,
+            next_state=s_next,
+            jacobian_state=jac[:, :d_t],
+            jacobian_action=jac[:, d_t:],
+            nonsmooth=nonsmooth,
+            finite=bool(np.isfinite(jac).all()),
+        )
 
     # ------------------------------------------------------------ render
     def _make_renderer(self):

@@ -12,11 +12,12 @@ __all__ = [
     "check_env_name",
     "gym_id",
     "register_gymnasium_envs",
+    "task_config",
 ]
 
 GYM_NAMESPACE = "Playground"
 
-#: The eight environments of the study (SPEC section 2).
+#: The eight environments of the study (docs/method.md#the-state).
 STUDY_ENVS: tuple[str, ...] = (
     "BallInCup",
     "CartpoleBalance",
@@ -79,6 +80,15 @@ def check_config_overrides(env_name: str, overrides: dict | None) -> dict:
             f"valid keys: {sorted(valid)}"
         )
     return dict(overrides)
+
+
+def task_config(env_name: str, overrides: dict | None = None):
+    """The task's Playground config with ``overrides`` applied (as Playground applies them)."""
+    from mujoco_playground import registry
+
+    config = registry.get_default_config(check_env_name(env_name))
+    config.update_from_flattened_dict(check_config_overrides(env_name, overrides))
+    return config
 
 
 def _flat_keys(config, prefix: str = "") -> list[str]:

@@ -14,15 +14,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from gymnasium import spaces
 
 from jacobian_wrappers._exported import exported_or_jit
 from jacobian_wrappers._precision import check_precision, numpy_dtype, precision_scope
 from jacobian_wrappers._solver_tangent import solver_tangents
 from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compilation_cache
-from jacobian_wrappers.registry import check_config_overrides, check_env_name
+from jacobian_wrappers.registry import check_config_overrides, check_env_name, task_config
 from jacobian_wrappers.state_space import StateSpace
 
-__all__ = ["Simulator", "Transition", "active_contacts", "get_simulator"]
+__all__ = ["Simulator", "TaskAttributes", "Transition", "active_contacts", "get_simulator"]
 
 
 class Transition(NamedTuple):
@@ -123,10 +124,10 @@ class Simulator:
         # Compile reset ahead of time: one trace gives both the program and the
         # observation size (Playground's observation_size runs an un-jitted reset).
         with precision_scope(precision):
-            traced = jax.jit(self._reset).trace(jax.random.PRNGKey(0))
+            traced = jax.jit(self.pure_reset).trace(jax.random.PRNGKey(0))
             compiled_reset = traced.lower().compile()
         self.observation_size = int(np.prod(traced.out_info.obs.shape))
-        self.episode_length = int(self.env._config.episode_length)
+        self.episode_length = int(task_config(env_name, overrides).episode_length)
         self.dt = float(self.env.dt)
         limited = model.actuator_ctrllimited.astype(bool)
         ranges = np.where(limited[:, None], model.actuator_ctrlrange, [-1.0, 1.0])
@@ -136,8 +137,8 @@ class Simulator:
         self._ctrl_range = model.actuator_ctrlrange.copy()
 
         self.reset = _scoped(compiled_reset, precision)
-        self._single_steps: dict[tuple[bool, Any], Callable] = {}
-        self.batch_reset = _scoped(jax.jit(jax.vmap(self._reset)), precision)
+        self._single_steps: dict[tuple[str, Any], Callable] = {}
+        self.batch_reset = _scoped(jax.jit(jax.vmap(self.pure_reset)), precision)
         self.refresh = _scoped(jax.jit(self._refresh), precision)
         self.batch_refresh = _scoped(jax.jit(jax.vmap(self._refresh)), precision)
 
@@ -162,41 +163,59 @@ class Simulator:
 
     def step(self, state: Any, action: Any) -> Transition:
         """Compiled :meth:`transition` without Jacobian."""
-        return self._single_step(False, state, action)
+        return self._single_step("step", state, action)
 
     def step_jacobian(self, state: Any, action: Any) -> Transition:
         """Compiled :meth:`transition` with Jacobian."""
-        return self._single_step(True, state, action)
+        return self._single_step("step+jacobian", state, action)
 
-    def _single_step(self, jacobian: bool, state: Any, action: Any) -> Transition:
+    def jacobian(self, state: Any, action: Any) -> tuple[jax.Array, ...]:
+        """``(s, s_next, [J_s | J_a], nonsmooth)`` of the step from ``state``, compiled alone.
+
+        The program computes nothing the Jacobian does not need (no reward, no
+        observation, no new ``State``): asking for it after a :meth:`step` of the
+        same transition costs about what one combined pass would.
+        """
+        return self._single_step("jacobian", state, action)
+
+    def _single_step(self, mode: str, state: Any, action: Any) -> Any:
         with precision_scope(self.precision):
             action = jnp.asarray(action, dtype=self.dtype)
             leaves, treedef = jax.tree.flatten(state)
-            fn = self._single_steps.get((jacobian, treedef))
+            fn = self._single_steps.get((mode, treedef))
             if fn is None:
 
                 def flat(leaves: list, action: jax.Array) -> list:
-                    out = self.transition(jax.tree.unflatten(treedef, leaves), action, jacobian)
-                    jac = [out.jacobian, out.nonsmooth] if jacobian else []
-                    return [
-                        *jax.tree.leaves(out.state),
-                        out.s,
-                        out.s_next,
-                        *jac,
-                        out.finite,
-                        out.n_contacts,
-                    ]
+                    state = jax.tree.unflatten(treedef, leaves)
+                    out = self.transition(state, action, mode != "step")
+                    if mode == "jacobian":
+                        return [out.s, out.s_next, out.jacobian, out.nonsmooth]
+                    jac = [out.jacobian, out.nonsmooth] if mode == "step+jacobian" else []
+                    new = jax.tree.leaves(out.state)
+                    return [*new, out.s, out.s_next, *jac, out.finite, out.n_contacts]
 
-                key = f"{self.env_name}|{sorted(self.config_overrides.items())}|step|{jacobian}"
+                key = f"{self.env_name}|{sorted(self.config_overrides.items())}|{mode}"
                 fn = exported_or_jit(flat, (leaves, action), key, active_cache_dir())
-                self._single_steps[(jacobian, treedef)] = fn
+                self._single_steps[(mode, treedef)] = fn
             out = fn(leaves, action)
+            if mode == "jacobian":
+                return tuple(out)
             n = len(leaves)
-            jac, nonsmooth = (out[n + 2], out[n + 3]) if jacobian else (None, None)
+            jac, nonsmooth = (out[n + 2], out[n + 3]) if mode != "step" else (None, None)
             new_state = jax.tree.unflatten(treedef, out[:n])
             return Transition(new_state, out[n], out[n + 1], jac, out[-2], out[-1], nonsmooth)
 
-    def _reset(self, key: jax.Array) -> Any:
+    def spaces(self) -> tuple[spaces.Box, spaces.Box]:
+        """Observation and action spaces (Gymnasium ``Box``) at this precision.
+
+        The one builder of both, for :class:`~jacobian_wrappers.PlaygroundEnv`
+        and :class:`~jacobian_wrappers.PlaygroundVecEnv`.
+        """
+        obs = spaces.Box(-np.inf, np.inf, shape=(self.observation_size,), dtype=self.dtype)
+        return obs, spaces.Box(self.action_low, self.action_high, dtype=self.dtype)
+
+    def pure_reset(self, key: jax.Array) -> Any:
+        """The first ``State`` of an episode (pure, un-jitted: for use inside ``jit``/``vmap``)."""
         return _strong(self.env.reset(key))
 
     def _refresh(self, state: Any) -> Any:
@@ -275,6 +294,32 @@ class Simulator:
         return Transition(
             _strong(new), s, s_next, jac, finite, active_contacts(new.data), nonsmooth
         )
+
+
+class TaskAttributes:
+    """What both envs of this package tell about their task, read from their ``sim``."""
+
+    sim: Simulator
+
+    @property
+    def state_labels(self) -> tuple[str, ...]:
+        """One label per element of ``s`` (``"qpos:rootx"``, ``"qvel:bthigh"``, ...)."""
+        return self.sim.space.labels
+
+    @property
+    def tangent_labels(self) -> tuple[str, ...]:
+        """One label per row/column of ``J_s`` (equal to ``state_labels`` if ``nq == nv``)."""
+        return self.sim.space.tangent_labels
+
+    @property
+    def action_labels(self) -> tuple[str, ...]:
+        """Actuator names, one per action element."""
+        return self.sim.action_labels
+
+    @property
+    def dt(self) -> float:
+        """Seconds of simulated time per control step."""
+        return self.sim.dt
 
 
 @functools.cache

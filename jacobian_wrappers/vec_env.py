@@ -9,7 +9,6 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvIndices,
@@ -18,8 +17,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from jacobian_wrappers._validation import check_array, check_int, check_optional_int
-from jacobian_wrappers.jacobian_wrapper import DEFAULT_INFO_KEYS
-from jacobian_wrappers.simulator import Simulator, get_simulator
+from jacobian_wrappers.jacobian_wrapper import resolve_info_keys
+from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
 __all__ = ["PlaygroundVecEnv"]
 
@@ -33,7 +32,7 @@ def _select(mask: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(pick, a, b)
 
 
-class PlaygroundVecEnv(VecEnv):
+class PlaygroundVecEnv(TaskAttributes, VecEnv):
     """``n_envs`` copies of a Playground task as one Stable-Baselines3 ``VecEnv``.
 
     Every ``step`` is one jitted, vmapped call that computes the next states,
@@ -72,6 +71,7 @@ class PlaygroundVecEnv(VecEnv):
         config_overrides: Playground config overrides (``impl`` stays ``jax``).
         episode_length: Steps until truncation; Playground's default when ``None``.
         compilation_cache: See ``enable_compilation_cache``.
+        info_keys: Renames of the info keys, as in ``JacobianWrapper``.
 
     Raises:
         TypeError: ``n_envs``, ``seed``, ``jacobian_every`` or ``episode_length``
@@ -93,8 +93,10 @@ class PlaygroundVecEnv(VecEnv):
         config_overrides: dict[str, Any] | None = None,
         episode_length: int | None = None,
         compilation_cache: Any = None,
+        info_keys: dict[str, str] | None = None,
     ) -> None:
         n_envs = check_int(n_envs, "n_envs", minimum=1)
+        self.info_keys = resolve_info_keys(info_keys)
         seed = check_int(seed, "seed")
         jacobian_every = check_int(jacobian_every, "jacobian_every", minimum=1)
         episode_length = check_optional_int(episode_length, "episode_length", minimum=1)
@@ -108,14 +110,8 @@ class PlaygroundVecEnv(VecEnv):
         self.jacobians = bool(jacobians)
         self.jacobian_every = jacobian_every
         self.episode_length = episode_length or self.sim.episode_length
-        self.state_labels: tuple[str, ...] = self.sim.space.labels
-        self.tangent_labels: tuple[str, ...] = self.sim.space.tangent_labels
-        self.action_labels: tuple[str, ...] = self.sim.action_labels
         self.render_mode = None
-        dtype = self.sim.dtype
-        obs_space = spaces.Box(-np.inf, np.inf, shape=(self.sim.observation_size,), dtype=dtype)
-        act_space = spaces.Box(self.sim.action_low, self.sim.action_high, dtype=dtype)
-        super().__init__(n_envs, obs_space, act_space)
+        super().__init__(n_envs, *self.sim.spaces())
         self._base_seed = seed
         self._step_count = 0
         self._actions: np.ndarray | None = None
@@ -144,7 +140,7 @@ class PlaygroundVecEnv(VecEnv):
             def reset_done(args):
                 new_state, keys = args
                 split = jax.vmap(jax.random.split)(keys)
-                fresh = jax.vmap(sim._reset)(split[:, 1])
+                fresh = jax.vmap(sim.pure_reset)(split[:, 1])
                 return _select(done, fresh, new_state), jnp.where(done[:, None], split[:, 0], keys)
 
             new_state, keys = jax.lax.cond(
@@ -244,7 +240,7 @@ class PlaygroundVecEnv(VecEnv):
             self.last_transition["jacobian_action"] = jac[:, :, d_t:]
             self.last_transition["jacobian_nonsmooth"] = nonsmooth
             finite_jac = np.isfinite(flat).all(axis=1)
-            keys = DEFAULT_INFO_KEYS
+            keys = self.info_keys
             for i, info in enumerate(infos):
                 info[keys["state"]] = s[i]
                 info[keys["next_state"]] = s_next[i]

@@ -12,8 +12,7 @@ from stable_baselines3 import PPO
 
 import jacobian_wrappers as jw
 from callbacks import DatasetCallback, combine, zero_mask
-from callbacks.analysis import analyse_dataset, contact_stats
-from callbacks.report import write_report
+from sparsity import analyse_dataset, contact_stats, write_report
 
 N_ENVS, EPISODE, ROWS = 8, 40, 500
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from torch.utils.tensorboard._utils import figure_to_image
 
-from callbacks.figures import sparsity_timeline_figure, zero_frequency_figure
 from callbacks.live_figures import LiveHeatmap, LiveTimeline
+from sparsity.figures import sparsity_timeline_figure, zero_frequency_figure
 
 
 def _full_draw(fig) -> np.ndarray:

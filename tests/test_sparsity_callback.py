@@ -16,8 +16,8 @@ from torch.utils.tensorboard._utils import figure_to_image
 
 import jacobian_wrappers as jw
 from callbacks import SparsityCallback
-from callbacks.figures import zero_frequency_figure
-from callbacks.sparsity_stats import episode_run_lengths
+from sparsity.figures import zero_frequency_figure
+from tests.reference import episode_runs
 
 THRESHOLD = 1e-15
 
@@ -161,7 +161,7 @@ def test_run_lengths_and_timeline_match_offline_computation(tmp_path: Path) -> N
                 z, v = np.stack(episode).reshape(len(episode), -1), np.stack(valid)
                 for e in range(z.shape[1]):
                     seen = z[v.reshape(len(z), -1)[:, e], e]
-                    zr, nr = episode_run_lengths(seen[:, None], complete=bool(dones[env_i]))
+                    zr, nr = episode_runs(seen, complete=bool(dones[env_i]))
                     zero_runs.extend(zr)
                     nonzero_runs.extend(nr)
                 episode, valid = [], []
@@ -211,3 +211,22 @@ def test_env_without_jacobians_is_a_clear_error() -> None:
 def test_bad_callback_arguments(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         SparsityCallback(**kwargs)
+
+
+def test_short_run_still_logs_its_figures(tmp_path: Path) -> None:
+    """PPO for 512 steps on 4 envs with the default callback (heatmap_freq=1000 calls)."""
+    venv = jw.PlaygroundVecEnv("CartpoleBalance", 4, seed=0, precision="float64")
+    recorder, cb = _Recorder(), SparsityCallback()
+    model = PPO(
+        "MlpPolicy", venv, n_steps=128, batch_size=128, n_epochs=1, tensorboard_log=tmp_path
+    )
+    model.learn(total_timesteps=512, callback=CallbackList([recorder, cb]))
+    _, acc = _scalars(tmp_path, "sparsity/combined")
+    assert {"sparsity/zero_frequency", "sparsity/timeline"} <= set(acc.Tags()["images"])
+    assert len(acc.Images("sparsity/zero_frequency")) == 1  # once, at the end
+    # No episode of 1000 steps has finished: the timeline is env 0's 128 steps so far.
+    pairs = zip(recorder.steps, recorder.valid, strict=True)
+    expected = [_sparsity(jacs[0], valid[0]) for (_, jacs, _), valid in pairs]
+    np.testing.assert_allclose(cb._episode0, expected)
+    image = acc.Images("sparsity/timeline")[-1]
+    assert image.width > 0 and image.height > 0

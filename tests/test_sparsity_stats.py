@@ -7,15 +7,17 @@ import itertools
 import numpy as np
 import pytest
 
-from callbacks import (
+from sparsity import (
     GlobalZeros,
     PatternCounter,
     RunLengths,
     SparsityMeans,
     combine,
     sample_sparsity,
+    valid_mask,
     zero_mask,
 )
+from tests.reference import episode_runs, stream_runs
 
 
 def test_zero_mask_threshold_and_nan() -> None:
@@ -66,8 +68,8 @@ def test_run_lengths_one_element_across_episodes() -> None:
     """One env, one element; episode 1: Z Z N N N Z | episode 2: Z Z Z (whole: left out)."""
     r = RunLengths(1, (1, 1))
     seq = [(1, 0), (1, 0), (0, 0), (0, 0), (0, 0), (1, 1), (1, 0), (1, 0), (1, 1)]
-    for z, end in seq:
-        r.update(np.array([[[z]]], bool), np.array([end], bool))
+    z = np.array([s[0] for s in seq], bool).reshape(-1, 1, 1, 1)
+    r.update_block(z, np.array([s[1] for s in seq], bool).reshape(-1, 1))
     # Episode 1: zero runs 2 and 1 (the last, cut by the episode end); non-zero run 3.
     # Episode 2: a zero run of the whole episode -> not counted.
     assert r.zero_hist.tolist() == [0, 1, 1]
@@ -84,9 +86,10 @@ def test_run_lengths_vectorised_over_envs_and_inactive_steps() -> None:
         ([1, 1], [0, 0], False, False, False),  # env1 has no Jacobian this step
         ([0, 1], [1, 0], True, True, True),
     ]
-    for z0, z1, d0, d1, act1 in steps:
-        zeros = np.array([[z0], [z1]], bool)
-        r.update(zeros, np.array([d0, d1]), np.array([True, act1]))
+    zeros = np.array([[[z0], [z1]] for z0, z1, *_ in steps], bool)
+    ends = np.array([[d0, d1] for _, _, d0, d1, _ in steps])
+    active = np.array([[True, a] for *_, a in steps])
+    r.update_block(zeros, ends, active)
     # env0 elem0: Z Z N -> zero run 2 (from start, not whole episode), non-zero 1 (at end).
     # env0 elem1: N Z Z -> non-zero 1, zero 2 (ends with the episode).
     # env1 elem0: N . Z -> non-zero 1, zero 1.  env1 elem1: N . N -> whole episode, left out.
@@ -94,60 +97,43 @@ def test_run_lengths_vectorised_over_envs_and_inactive_steps() -> None:
     assert r.nonzero_hist.tolist() == [0, 3]
 
 
-def test_episode_run_lengths_hand_built_and_against_incremental():
-    from callbacks.sparsity_stats import episode_run_lengths
-
+def test_reference_episode_runs_hand_built():
     # One element over 7 steps: 0 0 1 1 1 0 0 -> zero runs 2 and 2, a non-zero run of 3.
-    seq = np.array([1, 1, 0, 0, 0, 1, 1], bool)[:, None]
-    zr, nr = episode_run_lengths(seq)
-    assert sorted(zr) == [2, 2] and list(nr) == [3]
-    # An element constant over the whole episode gives no run.
-    assert [len(x) for x in episode_run_lengths(np.ones((5, 1), bool))] == [0, 0]
-    # Data that stop before the episode ended: the run still going is left out.
-    zr, nr = episode_run_lengths(seq, complete=False)
-    assert list(zr) == [2] and list(nr) == [3]
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        steps = int(rng.integers(1, 25))
-        z = rng.random((steps, 2, 3)) < rng.random()
-        inc = RunLengths(1, (2, 3))
-        for t in range(steps):
-            inc.update(z[t : t + 1], np.array([t == steps - 1]))
-        zr, nr = episode_run_lengths(z)
-        for runs, hist in ((zr, inc.zero_hist), (nr, inc.nonzero_hist)):
-            ours = np.bincount(runs, minlength=len(hist))
-            np.testing.assert_array_equal(np.trim_zeros(ours, "b"), np.trim_zeros(hist, "b"))
+    seq = [1, 1, 0, 0, 0, 1, 1]
+    assert episode_runs(seq) == ([2, 2], [3])
+    assert episode_runs([1] * 5) == ([], [])  # constant over the whole episode: no run
+    assert episode_runs(seq, complete=False) == ([2], [3])  # the run still going is left out
 
 
-def test_run_lengths_block_update_equals_step_by_step():
-    """update_block over any split of a stream gives the same streaks and carry as update."""
+def _same_hist(a: np.ndarray, b: np.ndarray) -> None:
+    np.testing.assert_array_equal(np.trim_zeros(a, "b"), np.trim_zeros(b, "b"))
+
+
+def test_run_lengths_blocks_equal_the_plain_reference():
+    """update_block over any split of the stream gives the reference's streaks."""
     rng = np.random.default_rng(0)
     for trial in range(300):
         n, shape = int(rng.integers(1, 4)), (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
         steps = int(rng.integers(1, 40))
         z = rng.random((steps, n, *shape)) < rng.random()
         end = rng.random((steps, n)) < 0.4 * rng.random()
-        act = rng.random((steps, n)) < (1.0 if trial % 3 == 0 else rng.random())
-        step_by_step, blocks = RunLengths(n, shape), RunLengths(n, shape)
-        for t in range(steps):
-            step_by_step.update(z[t], end[t], act[t])
+        if trial % 3 == 0:
+            act = None
+        elif trial % 3 == 1:
+            act = rng.random((steps, n)) < rng.random()  # per env
+        else:
+            act = rng.random((steps, n, *shape)) < rng.random()  # per element
+        blocks = RunLengths(n, shape)
         cuts = sorted({0, steps, *rng.integers(0, steps + 1, size=3).tolist()})
         for lo, hi in itertools.pairwise(cuts):
-            blocks.update_block(z[lo:hi], end[lo:hi], None if trial % 3 == 0 else act[lo:hi])
-        for hist in ("zero_hist", "nonzero_hist"):
-            np.testing.assert_array_equal(
-                np.trim_zeros(getattr(blocks, hist), "b"),
-                np.trim_zeros(getattr(step_by_step, hist), "b"),
-            )
-        # The carried streaks agree too, so later blocks continue them correctly.
-        np.testing.assert_array_equal(blocks._length, step_by_step._length)
-        np.testing.assert_array_equal(blocks._state, step_by_step._state)
+            blocks.update_block(z[lo:hi], end[lo:hi], None if act is None else act[lo:hi])
+        zero, nonzero = stream_runs(z, end, act)
+        _same_hist(blocks.zero_hist, zero)
+        _same_hist(blocks.nonzero_hist, nonzero)
 
 
 def test_masked_statistics_leave_non_smooth_elements_out() -> None:
     """Hand-built: column 2 (the action) of sample 0 is non-smooth."""
-    from callbacks.sparsity_stats import valid_mask
-
     js = np.array([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 1.0]]])
     ja = np.array([[[0.0], [2.0]], [[0.0], [5.0]]])
     zeros = zero_mask(combine(js, ja))
@@ -174,27 +160,3 @@ def test_masked_statistics_leave_non_smooth_elements_out() -> None:
     p.update(zeros[:1])  # the same zeros, nothing left out: another pattern
     p.update(zeros[:1], np.ones_like(valid[:1]))  # all valid == no mask
     assert p.distinct == 2
-
-
-def test_run_lengths_per_element_activity_equals_independent_streams():
-    """Per-element ``active`` is the same as every element being its own env."""
-    rng = np.random.default_rng(7)
-    for _ in range(200):
-        n, shape = int(rng.integers(1, 3)), (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
-        size = shape[0] * shape[1]
-        steps = int(rng.integers(1, 30))
-        z = rng.random((steps, n, *shape)) < rng.random()
-        end = rng.random((steps, n)) < 0.3 * rng.random()
-        act = rng.random((steps, n, *shape)) < rng.random()
-        blocks = RunLengths(n, shape)
-        blocks.update_block(z, end, act)
-        streams = RunLengths(n * size, (1, 1))
-        for t in range(steps):
-            streams.update(
-                z[t].reshape(n * size, 1, 1), np.repeat(end[t], size), act[t].reshape(-1)
-            )
-        for hist in ("zero_hist", "nonzero_hist"):
-            np.testing.assert_array_equal(
-                np.trim_zeros(getattr(blocks, hist), "b"),
-                np.trim_zeros(getattr(streams, hist), "b"),
-            )

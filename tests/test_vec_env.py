@@ -146,3 +146,13 @@ def test_ppo_learns_on_vec_env(tmp_path) -> None:
     assert model.num_timesteps == 512
     model.save(tmp_path / "ppo.zip")
     assert (tmp_path / "ppo.zip").stat().st_size > 0
+
+
+def test_info_keys_are_renamed_like_the_wrapper() -> None:
+    env = jw.PlaygroundVecEnv("CartpoleBalance", 2, info_keys={"jacobian_state": "J_s"})
+    env.reset()
+    _, _, _, infos = env.step(np.zeros((2, 1)))
+    assert "J_s" in infos[0] and "jacobian_state" not in infos[0]
+    assert infos[0]["J_s"].shape == (4, 4) and "jacobian_action" in infos[0]
+    with pytest.raises(ValueError, match="unknown entries"):
+        jw.PlaygroundVecEnv("CartpoleBalance", 2, info_keys={"bogus": "x"})

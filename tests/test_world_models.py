@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from jacobian_wrappers.storage import DatasetMeta, TransitionWriter
+from sparsity.storage import DatasetMeta, TransitionWriter
 from world_models import (
     LOSS_MODES,
     LOSSES,
@@ -24,6 +24,8 @@ from world_models import (
     Normaliser,
     RunningMoments,
     TrainConfig,
+    Trainer,
+    TrainerCallback,
     TransitionStream,
     compute_loss,
     fit_normaliser,
@@ -258,7 +260,7 @@ def tiny_batch(seed: int = 0) -> Batch:
 def hand_loss(
     mode: str, pred: np.ndarray, target: np.ndarray, jh, j, mask, w: LossWeights, valid=None
 ):
-    """Element by element, as written in SPEC section 5; ``valid`` elements only."""
+    """Element by element, as written in docs/method.md; ``valid`` elements only."""
     state = sum((p - t) ** 2 for p, t in zip(pred.ravel(), target.ravel(), strict=True)) / pred.size
     terms = {"state": state}
     valid = np.ones(j.shape, bool) if valid is None else valid
@@ -557,6 +559,53 @@ def test_resume_continues_exactly(linear_h5, tmp_path) -> None:
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     with pytest.raises(ValueError, match="cannot resume.*loss mode"):
         train(linear_h5, "state", TrainConfig(epochs=3, checkpoint=str(ckpt), resume=True, **base))
+
+
+def test_trainer_fits_incrementally_with_hooks(linear_h5, tmp_path) -> None:
+    """fit(1) then fit(3) gives the weights of one fit(3); hooks see every batch and epoch."""
+    base = {"width": 16, "batch_size": 64, "progress": False, "horizon": 0, "seed": 3}
+    straight = Trainer(linear_h5, "state-jacobian", TrainConfig(epochs=3, **base)).fit()
+
+    class Count(TrainerCallback):
+        def __init__(self) -> None:
+            self.rows, self.epochs, self.starts, self.ends = 0, [], 0, 0
+
+        def on_fit_start(self, trainer) -> None:
+            self.starts += 1
+
+        def on_batch_end(self, trainer, terms, rows) -> None:
+            assert set(terms) == {"state", "jacobian", "total"}
+            self.rows += rows
+
+        def on_epoch_end(self, trainer, entry) -> None:
+            self.epochs.append(trainer.epoch)
+
+        def on_fit_end(self, trainer, result) -> None:
+            self.ends += 1
+
+    count = Count()
+    trainer = Trainer(linear_h5, "state-jacobian", TrainConfig(epochs=3, **base), [count])
+    trainer.fit(1)
+    assert trainer.epoch == 1 and len(trainer.history) == 1
+    result = trainer.fit(3)
+    for (k, a), b in zip(
+        straight.model.state_dict().items(), result.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+    train_rows = sum(len(b) for b in trainer.batches)
+    assert count.rows == 3 * train_rows and count.epochs == [1, 2, 3]
+    assert (count.starts, count.ends) == (2, 2)
+    # A hook that returns False stops the fit after that epoch; save/load round-trips.
+    stopper = type("Stop", (TrainerCallback,), {"on_epoch_end": lambda self, t, e: False})()
+    early = Trainer(linear_h5, "state", TrainConfig(epochs=5, **base), [stopper])
+    assert early.fit().history[-1]["epoch"] == 1
+    path = early.save(tmp_path / "early.pt")
+    again = Trainer(linear_h5, "state", TrainConfig(epochs=5, **base))
+    again.load(path)
+    assert again.epoch == 1
+    assert torch.equal(again.model.head.weight, early.model.head.weight)
+    with pytest.raises(ValueError, match="cannot resume.*loss mode"):
+        Trainer(linear_h5, "state-jacobian", TrainConfig(epochs=5, **base)).load(path)
 
 
 def test_rollout_errors_on_linear_system(linear_h5) -> None:

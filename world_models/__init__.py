@@ -1,7 +1,7 @@
-"""Jacobian-supervised MLP world models trained on collected transitions (SPEC section 5).
+"""Jacobian-supervised world models trained on collected transitions (docs/method.md).
 
 Train a dynamics model ``s' = f(s, a)`` on the HDF5 data sets of
-:mod:`jacobian_wrappers.storage` with one of the study's five losses, and
+:mod:`sparsity.storage` with one of the study's five losses, and
 measure how close its own Jacobian comes to the simulator's, sparsity
 included::
 
@@ -10,8 +10,8 @@ included::
     result = train("cheetah.h5", "state-jacobian-l1-sparse-only", TrainConfig(epochs=10))
     print(result.metrics.mse_normalised, result.metrics.induced_sparsity)
 
-Importing the package needs only torch and numpy; opening a data set imports
-:mod:`jacobian_wrappers` (and with it JAX).
+Importing the package and reading data sets need torch, numpy and h5py only
+(no JAX, Playground or SB3).
 """
 
 from world_models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -39,7 +39,8 @@ from world_models.losses import (
 )
 from world_models.model import DynamicsMLP
 from world_models.normaliser import Normaliser, RunningMoments
-from world_models.train import TrainResult, resolve_device, train
+from world_models.train import train
+from world_models.trainer import Trainer, TrainerCallback, TrainResult, resolve_device
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -57,6 +58,8 @@ __all__ = [
     "RunningMoments",
     "TrainConfig",
     "TrainResult",
+    "Trainer",
+    "TrainerCallback",
     "TransitionStream",
     "compute_loss",
     "evaluate",

@@ -1,4 +1,4 @@
-"""Training configuration of the world models, with the study's defaults (SPEC section 5)."""
+"""Training configuration of the world models, with the study's defaults (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ __all__ = ["TrainConfig"]
 
 @dataclass
 class TrainConfig:
-    """How to train one world model. Defaults are the study's (SPEC section 5).
+    """How to train one world model. Defaults are the study's (docs/method.md#world-models).
 
     Attributes:
         width: Units per hidden layer.

@@ -24,7 +24,7 @@ from torch import Tensor
 from world_models.normaliser import Normaliser
 
 if TYPE_CHECKING:
-    from jacobian_wrappers.storage import TransitionReader
+    from sparsity.storage import TransitionReader
 
 __all__ = [
     "NONSMOOTH_POLICIES",
@@ -58,7 +58,7 @@ def open_datasets(data: DataSource) -> list[TransitionReader]:
             file, or a state whose Jacobian rows are tangent coordinates
             (``d_t != d_s``, free or ball joints), which the models do not handle.
     """
-    from jacobian_wrappers.storage import TransitionReader
+    from sparsity.storage import TransitionReader
 
     items = [data] if isinstance(data, (str, os.PathLike, TransitionReader)) else list(data)
     if not items:
@@ -308,7 +308,7 @@ class TransitionStream(torch.utils.data.IterableDataset):
         return chunk
 
     def _to_batch(self, rows: dict[str, np.ndarray]) -> Batch:
-        from callbacks.sparsity_stats import combine, zero_mask
+        from sparsity.stats import combine, zero_mask
 
         norm = self.normaliser
         s, a, s2 = rows["state"], rows["action"], rows["next_state"]

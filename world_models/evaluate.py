@@ -21,17 +21,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from sparsity.stats import DEFAULT_THRESHOLD
 from world_models.data import EpisodeSplit, TransitionStream
 from world_models.model import DynamicsMLP
-from world_models.normaliser import Normaliser
+from world_models.normaliser import Normaliser, scale_jacobian
 
 if TYPE_CHECKING:
-    from jacobian_wrappers.storage import TransitionReader
+    from sparsity.storage import TransitionReader
 
 __all__ = ["DEFAULT_THRESHOLDS", "EvalResult", "evaluate", "rollout_errors"]
 
 #: Zero thresholds of the sparsity metrics (the first is the statistics' default).
-DEFAULT_THRESHOLDS = (1e-15, 1e-6, 1e-4, 1e-2)
+DEFAULT_THRESHOLDS = (DEFAULT_THRESHOLD, 1e-6, 1e-4, 1e-2)
 
 
 @dataclass
@@ -135,56 +136,15 @@ def evaluate(
         jacobians=jacobians,
         nonsmooth=nonsmooth,
     )
-    out_scale = torch.as_tensor(normaliser.scale("next_state"), device=device)
-    in_scale = torch.cat(
-        [torch.as_tensor(normaliser.scale(k), device=device) for k in ("state", "action")]
-    )
-    thresholds = tuple(float(t) for t in thresholds)
-    sums = {"n": 0, "se_n": 0.0, "se_raw": 0.0, "mean_se": 0.0, "jse": 0.0, "jae": 0.0, "jn": 0}
-    counts = {t: np.zeros(4) for t in thresholds}  # pred zeros, true zeros, both, elements
+    sums = _Sums(normaliser, tuple(float(t) for t in thresholds), stream.threshold, device)
     for batch in stream:
-        if max_rows is not None and sums["n"] >= max_rows:
+        if max_rows is not None and sums.n >= max_rows:
             break
         batch = batch.to(device)
+        sums.add_states(batch, model.predict(batch.state, batch.action))
         if stream.jacobians:
-            _, jac_n = model.forward_with_jacobian(batch.state, batch.action)
-        pred = model.predict(batch.state, batch.action)
-        err_n = (pred - batch.next_state).double()
-        sums["n"] += len(batch)
-        sums["se_n"] += float((err_n**2).sum())
-        sums["se_raw"] += float(((err_n * out_scale) ** 2).sum())
-        sums["mean_se"] += float((batch.next_state.double() ** 2).sum())
-        if stream.jacobians:
-            # Non-smooth ground-truth columns are left out (Batch.jacobian_valid).
-            valid = torch.ones_like(batch.zero_mask)
-            if batch.jacobian_valid is not None:
-                valid = valid & batch.jacobian_valid[:, None, :]
-            jerr = (jac_n - batch.jacobian).double()[valid]
-            sums["jse"] += float((jerr**2).sum())
-            sums["jae"] += float(jerr.abs().sum())
-            sums["jn"] += jerr.numel()
-            # Sparsity in raw coordinates, the ones of the ground truth's statistics.
-            jac_raw = (jac_n.double() * out_scale[:, None] / in_scale[None, :]).abs()
-            true_raw = (batch.jacobian.double() * out_scale[:, None] / in_scale[None, :]).abs()
-            for t in thresholds:
-                p = (jac_raw < t) & valid
-                z = batch.zero_mask if t == stream.threshold else true_raw < t
-                z = z & valid
-                counts[t] += [int(p.sum()), int(z.sum()), int((p & z).sum()), int(valid.sum())]
-    n, d_s = sums["n"], model.d_s
-    result = EvalResult(n_rows=n, thresholds=thresholds)
-    if n:
-        result.mse_normalised = sums["se_n"] / (n * d_s)
-        result.mse_raw = sums["se_raw"] / (n * d_s)
-        result.mean_predictor_mse_normalised = sums["mean_se"] / (n * d_s)
-    if sums["jn"]:
-        result.jacobian_mse_normalised = sums["jse"] / sums["jn"]
-        result.jacobian_mae_normalised = sums["jae"] / sums["jn"]
-        for t, (n_pred, n_true, n_both, n_el) in counts.items():
-            result.induced_sparsity[t] = float(n_pred / n_el)
-            result.target_sparsity[t] = float(n_true / n_el)
-            result.zero_precision[t] = _ratio(float(n_both), float(n_pred))
-            result.zero_recall[t] = _ratio(float(n_both), float(n_true))
+            sums.add_jacobians(batch, model.forward_with_jacobian(batch.state, batch.action)[1])
+    result = sums.result(model.d_s)
     if horizon > 0:
         h_n, h_raw, n_roll = rollout_errors(
             model, readers, split, normaliser, horizon, part, max_rollouts, seed
@@ -193,6 +153,63 @@ def evaluate(
         result.n_rollouts = n_roll
     model.train(was_training)
     return result
+
+
+class _Sums:
+    """Running sums of the one-step metrics over batches."""
+
+    def __init__(self, normaliser: Normaliser, thresholds, data_threshold: float, device) -> None:
+        self.out_scale = torch.as_tensor(normaliser.scale("next_state"), device=device)
+        self.in_scale = torch.cat(
+            [torch.as_tensor(normaliser.scale(k), device=device) for k in ("state", "action")]
+        )
+        self.thresholds, self.data_threshold = thresholds, data_threshold
+        self.n, self.se_n, self.se_raw, self.mean_se = 0, 0.0, 0.0, 0.0
+        self.jse, self.jae, self.jn = 0.0, 0.0, 0
+        # Per threshold: predicted zeros, true zeros, both, elements.
+        self.counts = {t: np.zeros(4) for t in thresholds}
+
+    def add_states(self, batch, pred: torch.Tensor) -> None:
+        err_n = (pred - batch.next_state).double()
+        self.n += len(batch)
+        self.se_n += float((err_n**2).sum())
+        self.se_raw += float(((err_n * self.out_scale) ** 2).sum())
+        self.mean_se += float((batch.next_state.double() ** 2).sum())
+
+    def add_jacobians(self, batch, jac_n: torch.Tensor) -> None:
+        # Non-smooth ground-truth columns are left out (Batch.jacobian_valid).
+        valid = torch.ones_like(batch.zero_mask)
+        if batch.jacobian_valid is not None:
+            valid = valid & batch.jacobian_valid[:, None, :]
+        jerr = (jac_n - batch.jacobian).double()[valid]
+        self.jse += float((jerr**2).sum())
+        self.jae += float(jerr.abs().sum())
+        self.jn += jerr.numel()
+        # Sparsity in raw coordinates, the ones of the ground truth's statistics.
+        jac_raw, true_raw = self._raw(jac_n), self._raw(batch.jacobian)
+        for t in self.thresholds:
+            p = (jac_raw < t) & valid
+            z = (batch.zero_mask if t == self.data_threshold else true_raw < t) & valid
+            self.counts[t] += [int(p.sum()), int(z.sum()), int((p & z).sum()), int(valid.sum())]
+
+    def _raw(self, jac_n: torch.Tensor) -> torch.Tensor:
+        return scale_jacobian(jac_n.double(), self.in_scale, self.out_scale, "raw").abs()
+
+    def result(self, d_s: int) -> EvalResult:
+        result = EvalResult(n_rows=self.n, thresholds=self.thresholds)
+        if self.n:
+            result.mse_normalised = self.se_n / (self.n * d_s)
+            result.mse_raw = self.se_raw / (self.n * d_s)
+            result.mean_predictor_mse_normalised = self.mean_se / (self.n * d_s)
+        if self.jn:
+            result.jacobian_mse_normalised = self.jse / self.jn
+            result.jacobian_mae_normalised = self.jae / self.jn
+            for t, (n_pred, n_true, n_both, n_el) in self.counts.items():
+                result.induced_sparsity[t] = float(n_pred / n_el)
+                result.target_sparsity[t] = float(n_true / n_el)
+                result.zero_precision[t] = _ratio(float(n_both), float(n_pred))
+                result.zero_recall[t] = _ratio(float(n_both), float(n_true))
+        return result
 
 
 def _segments(steps: np.ndarray) -> list[np.ndarray]:

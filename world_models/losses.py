@@ -1,4 +1,4 @@
-"""The study's five training losses (SPEC section 5), and a cheaper column-subset variant.
+"""The study's five training losses (docs/method.md), and a cheaper column-subset variant.
 
 Every mode adds at most one Jacobian term to the next-state MSE; all terms
 live in normalised coordinates, where the Jacobian is that of ``s'_n`` with
@@ -16,7 +16,7 @@ mode                               total
 
 ``y`` is the normalised ``s'`` (or delta, for delta models). The zeros of
 ``J`` are those of the raw ground truth at the data set's threshold
-(:attr:`Batch.zero_mask`, ``callbacks.sparsity_stats.zero_mask``).
+(:attr:`Batch.zero_mask`, ``sparsity.zero_mask``).
 
 Ground-truth columns taken at a non-smooth point of the step (an action on
 its control bound: :attr:`Batch.jacobian_valid` is ``False``) are left out of

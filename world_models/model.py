@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from world_models.normaliser import scale_jacobian
+
 if TYPE_CHECKING:
     from world_models.normaliser import Normaliser
 
@@ -342,8 +344,7 @@ class DynamicsMLP(nn.Module):
         """Jacobian ``d s' / d(s, a)`` in raw coordinates from raw ``(s, a)``."""
         x = (torch.cat([state, action], dim=-1) - self.in_mean) / self.in_scale
         jac_n = self.jacobian(x[..., : self.d_s], x[..., self.d_s :], method=method)
-        # J = J_n * sigma_out[i] / sigma_in[j]  (inverse of the normaliser's scaling)
-        return jac_n * self.out_scale[:, None] / self.in_scale[None, :]
+        return scale_jacobian(jac_n, self.in_scale, self.out_scale, "raw")
 
     def extra_repr(self) -> str:
         """Options shown by ``repr``."""

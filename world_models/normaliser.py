@@ -5,7 +5,7 @@ the Jacobian of the normalised map ``x_n -> y_n`` is
 
     J_n[i, j] = J[i, j] * (sigma_in[j] + e) / (sigma_out[i] + e)
 
-(SPEC section 5; the chain rule ``dy_n/dy * dy/dx * dx/dx_n``). A zero stays
+(docs/method.md#world-models; the chain rule ``dy_n/dy * dy/dx * dx/dx_n``). A zero stays
 a zero. The inputs are ``(s, a)`` and the output is ``s'``; the statistics of
 ``delta = s' - s`` are kept for models that predict it.
 
@@ -21,9 +21,30 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["Normaliser", "RunningMoments"]
+__all__ = ["Normaliser", "RunningMoments", "scale_jacobian"]
 
 _KEYS = ("state", "action", "next_state", "delta")
+
+
+def scale_jacobian(jac, in_scale, out_scale, to: str):
+    """Map a Jacobian ``(..., d_out, d_in)`` between raw and normalised coordinates.
+
+    The one place where ``J_n[i, j] = J[i, j] * in_scale[j] / out_scale[i]`` is
+    written (``in_scale``, ``out_scale``: ``std + e`` of the inputs and of the
+    output); numpy arrays and torch tensors alike.
+
+    Args:
+        jac: The Jacobian to map.
+        in_scale: ``(d_in,)`` scales of the inputs ``(s, a)``.
+        out_scale: ``(d_out,)`` scales of the output.
+        to: ``"normalised"`` (from raw) or ``"raw"`` (from normalised).
+    """
+    ratio = in_scale[None, :] / out_scale[:, None]
+    if to == "normalised":
+        return jac * ratio
+    if to == "raw":
+        return jac / ratio
+    raise ValueError(f"to must be 'normalised' or 'raw', got {to!r}")
 
 
 class RunningMoments:
@@ -156,10 +177,9 @@ class Normaliser:
 
     # -- Jacobians -------------------------------------------------------------
 
-    def _ratio(self, output: str) -> np.ndarray:
-        """``(sigma_in[j] + e) / (sigma_out[i] + e)`` as a ``(d_s, d_s + d_a)`` array."""
-        s_in = np.concatenate([self._scale["state"], self._scale["action"]])
-        return s_in[None, :] / self._scale[output][:, None]
+    def _scales(self, output: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(sigma_in + e, sigma_out + e)``: scales of ``(s, a)`` and of ``output``."""
+        return np.concatenate([self._scale["state"], self._scale["action"]]), self._scale[output]
 
     def jacobian_to_normalised(self, jac: np.ndarray, output: str = "next_state") -> np.ndarray:
         """Raw ``d y / d(s, a)`` -> ``d y_n / d(s_n, a_n)`` (batched on leading axes).
@@ -169,12 +189,12 @@ class Normaliser:
             output: Which variable ``y`` is: ``"next_state"`` or ``"delta"``.
         """
         self._check_jac(jac)
-        return np.asarray(jac, np.float64) * self._ratio(output)
+        return scale_jacobian(np.asarray(jac, np.float64), *self._scales(output), "normalised")
 
     def jacobian_to_raw(self, jac_n: np.ndarray, output: str = "next_state") -> np.ndarray:
         """Inverse of :meth:`jacobian_to_normalised`."""
         self._check_jac(jac_n)
-        return np.asarray(jac_n, np.float64) / self._ratio(output)
+        return scale_jacobian(np.asarray(jac_n, np.float64), *self._scales(output), "raw")
 
     def _check_jac(self, jac: np.ndarray) -> None:
         want = (self.d_s, self.d_s + self.d_a)

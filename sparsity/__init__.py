@@ -1,0 +1,68 @@
+"""Measuring sparsity without a simulator: data sets, statistics, analysis, report.
+
+Everything here is numpy, h5py and matplotlib: reading a data set of
+transitions with their Jacobians, computing the study's sparsity statistics,
+analysing a data set and writing its report import neither JAX, Playground,
+Stable-Baselines3 nor torch, and no module sets a matplotlib backend.
+
+* :mod:`sparsity.stats`: the statistics, incremental and vectorised (also used
+  live by ``callbacks.SparsityCallback``);
+* :mod:`sparsity.storage`: chunked, checksummed HDF5 data sets
+  (:class:`TransitionWriter`, :class:`TransitionReader`);
+* :mod:`sparsity.analysis`: the study's Q1-Q3 and contact analyses of a data set;
+* :mod:`sparsity.report`: tables, figures and ``report.md``;
+* :mod:`sparsity.figures`: the matplotlib figures (``Figure`` objects, no pyplot).
+"""
+
+from sparsity.analysis import (
+    NONSMOOTH_POLICIES,
+    SWEEP_THRESHOLDS,
+    ContactStats,
+    DatasetAnalysis,
+    analyse_dataset,
+    contact_stats,
+)
+from sparsity.report import markdown_table, write_report
+from sparsity.stats import (
+    DEFAULT_THRESHOLD,
+    GlobalZeros,
+    PatternCounter,
+    RunLengths,
+    SparsityMeans,
+    combine,
+    sample_sparsity,
+    valid_mask,
+    zero_mask,
+)
+from sparsity.storage import (
+    FORMAT_VERSION,
+    DatasetMeta,
+    TransitionReader,
+    TransitionWriter,
+    package_versions,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "FORMAT_VERSION",
+    "NONSMOOTH_POLICIES",
+    "SWEEP_THRESHOLDS",
+    "ContactStats",
+    "DatasetAnalysis",
+    "DatasetMeta",
+    "GlobalZeros",
+    "PatternCounter",
+    "RunLengths",
+    "SparsityMeans",
+    "TransitionReader",
+    "TransitionWriter",
+    "analyse_dataset",
+    "combine",
+    "contact_stats",
+    "markdown_table",
+    "package_versions",
+    "sample_sparsity",
+    "valid_mask",
+    "write_report",
+    "zero_mask",
+]
