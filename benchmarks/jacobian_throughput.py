@@ -99,7 +99,7 @@ def fd_stepper(env_name: str, n: int, n_threads: int):
         venv.step(rng.uniform(-1, 1, (n, *venv.action_space.shape)))
     ctrls = rng.uniform(-1, 1, (n, *venv.action_space.shape))
     states = venv.states
-    warm = np.asarray(venv._state.data.qacc_warmstart)
+    warm = venv.warmstarts
     sim = venv.sim
     fd = FiniteDifferenceJacobian(sim.env.mj_model, sim.env.n_substeps, n_threads=n_threads)
     return lambda: fd(states, ctrls, warm)

@@ -82,6 +82,7 @@ class DatasetCallback(BaseCallback):
             self._venv.sim,
             jacobians=self._venv.jacobians,
             policy=f"{type(self.model).__name__} during training (stochastic rollouts)",
+            extra={"jacobian_backend": self._venv.backend},
         )
         self.writer = TransitionWriter(
             self.path,

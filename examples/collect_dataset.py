@@ -26,6 +26,12 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="HDF5 file to write")
     parser.add_argument("--n-envs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--backend",
+        default="mjx",
+        choices=("mjx", "mujoco"),
+        help="Jacobians by exact MJX autodiff or MuJoCo's C finite differences (not exact)",
+    )
     parser.add_argument("--episode-length", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--chunk-size", type=int, default=4096)
@@ -45,6 +51,7 @@ def main() -> None:
         precision=args.precision,
         jacobians=not args.no_jacobians,
         episode_length=args.episode_length,
+        backend=args.backend,
     )
     try:
         result = jw.collect(

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_array", "check_int", "check_optional_int"]
+__all__ = ["BACKENDS", "check_array", "check_backend", "check_int", "check_optional_int"]
+
+#: Who computes the Jacobians: exact autodiff through MJX, or MuJoCo's C finite differences.
+BACKENDS = ("mjx", "mujoco")
+
+
+def check_backend(backend: object) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`.
+
+    Raises:
+        ValueError: Any other value.
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of {BACKENDS} ('mjx': exact autodiff Jacobians; "
+            f"'mujoco': MuJoCo's C finite differences), got {backend!r}"
+        )
+    return backend
 
 
 def check_int(value: object, name: str, minimum: int | None = None) -> int:

@@ -262,7 +262,11 @@ def collect(
         )
     act, desc = make_policy(policy, env, seed)
     meta = DatasetMeta.from_simulator(
-        env.sim, jacobians=env.jacobians, threshold=threshold, policy=desc
+        env.sim,
+        jacobians=env.jacobians,
+        threshold=threshold,
+        policy=desc,
+        extra={"jacobian_backend": env.backend},
     )
     with TransitionWriter(
         path,

@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from jacobian_wrappers.gym_mujoco import GymMujocoJacobians, is_gym_mujoco_env
 from jacobian_wrappers.playground_env import PlaygroundEnv
 
 __all__ = ["DEFAULT_INFO_KEYS", "JacobianWrapper", "resolve_info_keys"]
@@ -40,10 +41,21 @@ def resolve_info_keys(info_keys: Mapping[str, str] | None) -> dict[str, str]:
 class JacobianWrapper(gym.Wrapper):
     """Adds ``s_t``, ``s_{t+1}``, ``d s'/d s`` and ``d s'/d a`` to every step's ``info``.
 
-    The Jacobians are exact: ``jax.jacfwd`` through the whole control step of
-    the underlying :class:`PlaygroundEnv`, compiled once and asked of it after
-    every step (:meth:`PlaygroundEnv.last_step_jacobians`); the env itself is
-    not changed. They are taken with respect to the action the Playground env
+    Wraps a :class:`PlaygroundEnv` (also through ``gym.make("Playground/<Task>-v0")``)
+    or one of Gymnasium's own MuJoCo envs (``gym.make("HalfCheetah-v5")``,
+    ``Hopper-v5``, ``Ant-v5``, ...). The Jacobians are those of the control
+    step just taken (all substeps, the action written to the controls), in
+    the tangent space of the model's state (docs/method.md):
+
+    * Playground env: asked of the env after every step
+      (:meth:`PlaygroundEnv.last_step_jacobians`, the env's own ``backend``);
+    * Gymnasium MuJoCo env: the state and solver warm start are recorded before
+      the step and the Jacobian of ``frame_skip`` physics steps from there is
+      computed after it (:class:`~jacobian_wrappers.gym_mujoco.GymMujocoJacobians`):
+      exactly through MJX of the env's own model (``backend="mjx"``, default)
+      or by MuJoCo's C finite differences (``backend="mujoco"``).
+
+    Either way they are taken with respect to the action the MuJoCo env
     receives (after any action wrapper between the two).
 
     ``info`` gets, as numpy arrays: ``"state"`` ``(d_s,)``, ``"next_state"``
@@ -55,28 +67,74 @@ class JacobianWrapper(gym.Wrapper):
     Jacobian holds NaN or inf. Keys already in ``info`` are never overwritten.
 
     Args:
-        env: A :class:`PlaygroundEnv`, possibly wrapped (e.g. by ``gym.make``).
+        env: A Playground or Gymnasium MuJoCo env, possibly wrapped.
         info_keys: Renames of :data:`DEFAULT_INFO_KEYS` entries.
+        backend: For Gymnasium MuJoCo envs: ``"mjx"`` (default, exact) or
+            ``"mujoco"`` (C finite differences). Playground envs take it as
+            ``PlaygroundEnv(backend=...)``; here it must then be ``None``.
 
     Raises:
-        TypeError: If ``env`` is not a Playground env.
+        TypeError: If ``env`` is neither a Playground nor a Gymnasium MuJoCo env.
+        ValueError: Unknown ``backend``, a ``backend`` given for a Playground
+            env, or a model MJX cannot simulate (use ``backend="mujoco"``).
     """
 
-    def __init__(self, env: gym.Env, info_keys: Mapping[str, str] | None = None) -> None:
-        if not isinstance(env.unwrapped, PlaygroundEnv):
+    def __init__(
+        self,
+        env: gym.Env,
+        info_keys: Mapping[str, str] | None = None,
+        backend: str | None = None,
+    ) -> None:
+        inner = env.unwrapped
+        if isinstance(inner, PlaygroundEnv):
+            if backend is not None:
+                raise ValueError(
+                    f"backend={backend!r}: a Playground env computes its own Jacobians; "
+                    "pass backend to PlaygroundEnv(...) or gym.make(..., backend=...)"
+                )
+            #: The Jacobian source of a Gymnasium MuJoCo env, ``None`` for Playground.
+            self.gym_jacobians: GymMujocoJacobians | None = None
+        elif is_gym_mujoco_env(inner):
+            self.gym_jacobians = GymMujocoJacobians(inner, "mjx" if backend is None else backend)
+        else:
             raise TypeError(
                 "JacobianWrapper supports jacobian_wrappers.PlaygroundEnv (also through "
-                "gym.make('Playground/<Task>-v0') and other wrappers), got "
-                f"{type(env.unwrapped).__name__}. For many envs at once use "
+                "gym.make('Playground/<Task>-v0')) and Gymnasium's MuJoCo envs "
+                "(gymnasium.envs.mujoco.MujocoEnv, e.g. gym.make('HalfCheetah-v5')), got "
+                f"{type(inner).__name__}. For many Playground envs at once use "
                 "jacobian_wrappers.PlaygroundVecEnv(jacobians=True)."
             )
         super().__init__(env)
         self.info_keys = resolve_info_keys(info_keys)
 
+    @property
+    def _labels(self) -> Any:
+        return self.gym_jacobians if self.gym_jacobians is not None else self.env.unwrapped
+
+    @property
+    def state_labels(self) -> tuple[str, ...]:
+        """One label per element of ``s``."""
+        return self._labels.state_labels
+
+    @property
+    def tangent_labels(self) -> tuple[str, ...]:
+        """One label per row/column of ``J_s``."""
+        return self._labels.tangent_labels
+
+    @property
+    def action_labels(self) -> tuple[str, ...]:
+        """Actuator names, one per action element."""
+        return self._labels.action_labels
+
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         """Step the env and add the transition's Jacobians to ``info``."""
+        if self.gym_jacobians is not None:
+            self.gym_jacobians.capture()
         obs, reward, terminated, truncated, info = self.env.step(action)
-        jac = self.env.unwrapped.last_step_jacobians()
+        if self.gym_jacobians is not None:
+            jac = self.gym_jacobians.jacobians()
+        else:
+            jac = self.env.unwrapped.last_step_jacobians()
         for field, key in self.info_keys.items():
             info.setdefault(key, np.asarray(getattr(jac, field)))
         if not jac.finite:

@@ -9,8 +9,13 @@ each physics step (centred differences by default):
     A = A_n ... A_1,    B = sum_i A_n ... A_{i+1} B_i
 
 in the same tangent space as the autodiff Jacobians (``2 nv + na``
-coordinates). It is **not exact**: every element carries the finite-difference
-error (about ``eps**2`` relative for smooth dynamics, more across a contact or
+coordinates). ``mjd_transitionFD`` does not support the RK4 integrator (used
+e.g. by Gymnasium's ``InvertedPendulum-v5``); there the whole control step is
+differenced directly (perturb the state or control, run ``n_substeps`` steps,
+``mj_differentiatePos``), in C calls per column.
+
+It is **not exact**: every element carries the finite-difference error
+(about ``eps**2`` relative for smooth dynamics, more across a contact or
 friction switch), and its zero pattern is the set of elements that come out
 exactly 0.0 (docs/env.md#backends).
 
@@ -128,11 +133,11 @@ class FiniteDifferenceJacobian:
         jac: np.ndarray,
     ) -> None:
         m = self.model
-        nq, nv, dt = m.nq, m.nv, self.tangent_dim
-        mujoco.mj_resetData(m, d)
-        d.qpos[:], d.qvel[:], d.act[:] = s[:nq], s[nq : nq + nv], s[nq + nv :]
-        d.ctrl[:] = ctrl
-        d.qacc_warmstart[:] = warmstart
+        if m.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4:
+            self._one_direct(d, s, ctrl, warmstart, s_next, jac)
+            return
+        dt = self.tangent_dim
+        self._start(d, s, ctrl, warmstart)
         a_step, b_step = np.empty((dt, dt)), np.empty((dt, m.nu))
         a_total, b_total = np.eye(dt), np.zeros((dt, m.nu))
         for _ in range(self.n_substeps):
@@ -140,8 +145,65 @@ class FiniteDifferenceJacobian:
             a_total = a_step @ a_total
             b_total = a_step @ b_total + b_step
             mujoco.mj_step(m, d)
-        s_next[:nq], s_next[nq : nq + nv], s_next[nq + nv :] = d.qpos, d.qvel, d.act
+        s_next[:] = self._state(d)
         jac[:, :dt], jac[:, dt:] = a_total, b_total
+
+    def _start(
+        self,
+        d: mujoco.MjData,
+        s: np.ndarray,
+        ctrl: np.ndarray,
+        warmstart: np.ndarray,
+        dx: np.ndarray | None = None,
+    ) -> None:
+        """Put ``d`` at ``s`` (moved by the tangent vector ``dx``), ``ctrl``, ``warmstart``."""
+        m = self.model
+        nq, nv = m.nq, m.nv
+        mujoco.mj_resetData(m, d)
+        d.qpos[:], d.qvel[:], d.act[:] = s[:nq], s[nq : nq + nv], s[nq + nv :]
+        if dx is not None:
+            mujoco.mj_integratePos(m, d.qpos, dx[:nv], 1.0)
+            d.qvel[:] += dx[nv : 2 * nv]
+            d.act[:] += dx[2 * nv :]
+        d.ctrl[:] = ctrl
+        d.qacc_warmstart[:] = warmstart
+
+    @staticmethod
+    def _state(d: mujoco.MjData) -> np.ndarray:
+        return np.concatenate([d.qpos, d.qvel, d.act])
+
+    def _one_direct(
+        self,
+        d: mujoco.MjData,
+        s: np.ndarray,
+        ctrl: np.ndarray,
+        warmstart: np.ndarray,
+        s_next: np.ndarray,
+        jac: np.ndarray,
+    ) -> None:
+        """Differences of the whole control step, column by column (any integrator)."""
+        m, dt, eps = self.model, self.tangent_dim, self.eps
+
+        def run(dx: np.ndarray, du: np.ndarray) -> np.ndarray:
+            self._start(d, s, ctrl + du, warmstart, dx)
+            mujoco.mj_step(m, d, nstep=self.n_substeps)
+            return self._state(d)
+
+        def tangent(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+            dq = np.empty(m.nv)
+            mujoco.mj_differentiatePos(m, dq, 1.0, ref[: m.nq], out[: m.nq])
+            return np.concatenate([dq, out[m.nq :] - ref[m.nq :]])
+
+        zero_x, zero_u = np.zeros(dt), np.zeros(m.nu)
+        s_next[:] = nominal = run(zero_x, zero_u)
+        for j in range(dt + m.nu):
+            dx, du = zero_x.copy(), zero_u.copy()
+            (dx if j < dt else du)[j if j < dt else j - dt] = eps
+            plus = tangent(nominal, run(dx, du))
+            if self.centered:
+                jac[:, j] = (plus - tangent(nominal, run(-dx, -du))) / (2 * eps)
+            else:
+                jac[:, j] = plus / eps
 
     def close(self) -> None:
         """Stop the worker threads."""

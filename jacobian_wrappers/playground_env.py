@@ -10,7 +10,7 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from jacobian_wrappers._validation import check_array, check_optional_int
+from jacobian_wrappers._validation import check_array, check_backend, check_optional_int
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
 __all__ = ["PlaygroundEnv", "StepJacobians"]
@@ -59,12 +59,17 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         render_mode: ``None`` or ``"rgb_array"`` (needs OpenGL: EGL or OSMesa).
         compilation_cache: JAX persistent cache directory, ``None`` for the
             default, ``False`` for off (see ``enable_compilation_cache``).
+        backend: Who computes :meth:`last_step_jacobians`: ``"mjx"`` (default,
+            exact: ``jax.jacfwd`` through the MJX step) or ``"mujoco"`` (MuJoCo's
+            C finite differences of the same step, threaded; not exact, see
+            docs/env.md#backends). The env's own steps are MJX's either way.
 
     Raises:
         TypeError: ``seed`` or ``episode_length`` not an int, ``config_overrides``
             not a dict.
-        ValueError: Unknown ``env_name``, ``precision``, ``render_mode`` or config
-            key, or ``episode_length < 1``. All checked before anything compiles.
+        ValueError: Unknown ``env_name``, ``precision``, ``render_mode``,
+            ``backend`` or config key, or ``episode_length < 1``. All checked
+            before anything compiles.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
@@ -79,7 +84,9 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         config_overrides: dict[str, Any] | None = None,
         render_mode: str | None = None,
         compilation_cache: Any = None,
+        backend: str = "mjx",
     ) -> None:
+        self.backend = check_backend(backend)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         seed = check_optional_int(seed, "seed")
@@ -93,7 +100,8 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.sim.dt)}
         self.observation_space, self.action_space = self.sim.spaces()
-        self._last_step: tuple[Any, np.ndarray] | None = None  # (state before, action)
+        # (state before, action, s_next) of the last step, for last_step_jacobians
+        self._last_step: tuple[Any, np.ndarray, np.ndarray] | None = None
         self._seed = seed
         self._key: jax.Array | None = None
         self._state: Any = None
@@ -179,17 +187,18 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         """
         self._check_reset()
         action = check_array(action, self.action_space.shape, self.sim.dtype)
-        self._last_step = (self._state, action)
         out = self.sim.step(self._state, action)
-        obs, reward, done, finite, n_contacts = jax.device_get(
+        obs, reward, done, finite, n_contacts, s_next = jax.device_get(
             (
                 out.state.obs,
                 out.state.reward,
                 out.state.done,
                 out.finite,
                 out.n_contacts,
+                out.s_next,
             )
         )
+        self._last_step = (self._state, action, s_next)
         self._elapsed += 1
         info: dict[str, Any] = {"n_contacts": int(n_contacts)}
         terminated = bool(done) and bool(finite)
@@ -202,11 +211,14 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         return self._obs.copy(), float(reward), terminated, truncated, info
 
     def last_step_jacobians(self) -> StepJacobians:
-        """The exact Jacobians of the transition taken by the last :meth:`step`.
+        """The Jacobians of the transition taken by the last :meth:`step`.
 
-        Computed on request, by a compiled program that does only what the
-        Jacobian needs (the step's own program does only the step): together
-        they cost what one combined pass does.
+        Computed on request. With ``backend="mjx"``, exactly, by a compiled
+        program that does only what the Jacobian needs (the step's own program
+        does only the step): together they cost what one combined pass does.
+        With ``backend="mujoco"``, by MuJoCo's C finite differences from the
+        same state, action and solver warm start; ``next_state`` is the env's
+        own (MJX) next state either way.
 
         Raises:
             gymnasium.error.ResetNeeded: No step since the last reset.
@@ -215,8 +227,13 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
             raise gym.error.ResetNeeded(
                 "No step taken since reset: no transition to differentiate."
             )
-        state, action = self._last_step
-        s, s_next, jac, nonsmooth = jax.device_get(self.sim.jacobian(state, action))
+        state, action, s_next = self._last_step
+        if self.backend == "mujoco":
+            s, warm = jax.device_get((self.sim.space.get(state.data), state.data.qacc_warmstart))
+            _, jac, nonsmooth = self.sim.fd_jacobian(s[None], action[None], warm[None])
+            jac, nonsmooth = jac[0].astype(self.sim.dtype), nonsmooth[0]
+        else:
+            s, _, jac, nonsmooth = jax.device_get(self.sim.jacobian(state, action))
         d_t = self.sim.space.tangent_dim
         return StepJacobians(
             state=s,

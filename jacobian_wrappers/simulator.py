@@ -21,7 +21,7 @@ from jacobian_wrappers._precision import check_precision, numpy_dtype, precision
 from jacobian_wrappers._solver_tangent import solver_tangents
 from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compilation_cache
 from jacobian_wrappers.registry import check_config_overrides, check_env_name, task_config
-from jacobian_wrappers.state_space import StateSpace
+from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
 
 __all__ = ["Simulator", "TaskAttributes", "Transition", "active_contacts", "get_simulator"]
 
@@ -133,8 +133,7 @@ class Simulator:
         ranges = np.where(limited[:, None], model.actuator_ctrlrange, [-1.0, 1.0])
         self.action_low = ranges[:, 0].astype(self.dtype)
         self.action_high = ranges[:, 1].astype(self.dtype)
-        self._ctrl_limited = limited
-        self._ctrl_range = model.actuator_ctrlrange.copy()
+        self._fd: Any = None  # the C backend, built on first use
 
         self.reset = _scoped(compiled_reset, precision)
         self._single_steps: dict[tuple[str, Any], Callable] = {}
@@ -145,13 +144,7 @@ class Simulator:
     @property
     def action_labels(self) -> tuple[str, ...]:
         """Actuator names, one per action element."""
-        import mujoco
-
-        m = self.env.mj_model
-        return tuple(
-            mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"actuator{i}"
-            for i in range(m.nu)
-        )
+        return actuator_labels(self.env.mj_model)
 
     def scope(self):
         """Context manager that runs JAX code at this simulator's precision."""
@@ -244,15 +237,40 @@ class Simulator:
         a measure-zero set of steps (docs: non-smooth points).
 
         Args:
-            ctrl: ``(d_a,)`` controls the step wrote (``data.ctrl`` after it).
+            ctrl: ``(..., d_a)`` controls the step wrote (``data.ctrl`` after it),
+                JAX or numpy (then the result is numpy).
 
         Returns:
-            ``(d_t + d_a,)`` bool.
+            ``(..., d_t + d_a)`` bool.
         """
-        lo, hi = self._ctrl_range[:, 0], self._ctrl_range[:, 1]
-        at_bound = jnp.asarray(self._ctrl_limited) & ((ctrl == lo) | (ctrl == hi))
-        state_cols = jnp.zeros(self.space.tangent_dim, dtype=bool)
-        return jnp.concatenate([state_cols, at_bound[: self.action_size]])
+        return control_bound_columns(self.env.mj_model, ctrl, self.space.tangent_dim)
+
+    def fd_jacobian(
+        self, s: np.ndarray, action: np.ndarray, warmstart: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``backend="mujoco"``: the step's Jacobian by MuJoCo's C finite differences.
+
+        Not exact (docs/env.md#backends): MuJoCo's ``mjd_transitionFD`` of each
+        physics substep, chained, threaded over all cores
+        (:class:`~jacobian_wrappers.mujoco_fd.FiniteDifferenceJacobian`).
+
+        Args:
+            s: ``(n, d_s)`` states before the step.
+            action: ``(n, d_a)`` actions (written to the controls).
+            warmstart: ``(n, nv)`` the solver's warm start of each state
+                (``data.qacc_warmstart``): Playground caps the solver's
+                iterations, so the step depends on it.
+
+        Returns:
+            ``(s_next, [J_s | J_a], nonsmooth)`` of the C step, float64 numpy.
+        """
+        if self._fd is None:
+            from jacobian_wrappers.mujoco_fd import FiniteDifferenceJacobian
+
+            self._fd = FiniteDifferenceJacobian(self.env.mj_model, self.env.n_substeps)
+        action = np.asarray(action, dtype=np.float64)
+        s_next, jac = self._fd(s, action, warmstart)
+        return s_next, jac, self.nonsmooth_columns(action)
 
     def transition(self, state: Any, action: jax.Array, jacobian: bool) -> Transition:
         """One control step from ``state`` (pure; ``jit``/``vmap`` it).

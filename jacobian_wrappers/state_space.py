@@ -10,13 +10,14 @@ quaternion. For models without free or ball joints (all eight study envs)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-__all__ = ["StateSpace"]
+__all__ = ["StateSpace", "actuator_labels", "control_bound_columns"]
 
 _FREE, _BALL = int(mujoco.mjtJoint.mjJNT_FREE), int(mujoco.mjtJoint.mjJNT_BALL)
 
@@ -49,6 +50,36 @@ def _quat_log(q: jax.Array) -> jax.Array:
     n = jnp.sqrt(jnp.where(small, 1.0, n2))
     k = jnp.where(small, 2.0 / q[0], 2.0 * jnp.arctan2(n, q[0]) / n)
     return k * v
+
+
+def actuator_labels(model: mujoco.MjModel) -> tuple[str, ...]:
+    """Actuator names of ``model``, one per action element (``actuator<i>`` if unnamed)."""
+    return tuple(
+        mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"actuator{i}"
+        for i in range(model.nu)
+    )
+
+
+def control_bound_columns(model: mujoco.MjModel, ctrl: Any, tangent_dim: int) -> Any:
+    """Columns of ``[J_s | J_a]`` whose action sits exactly on its ``ctrlrange`` bound.
+
+    The step clamps each limited control to its range; exactly on a bound the
+    one-sided derivatives differ (docs/pitfalls.md#non-smooth-points-and-the-solver-at-rest).
+
+    Args:
+        model: The MuJoCo model.
+        ctrl: ``(..., nu)`` controls the step wrote, JAX or numpy (then the
+            result is numpy).
+        tangent_dim: Columns of ``J_s`` (never flagged).
+
+    Returns:
+        ``(..., tangent_dim + nu)`` bool.
+    """
+    xp = np if isinstance(ctrl, np.ndarray) else jnp
+    lo, hi = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+    at_bound = model.actuator_ctrllimited.astype(bool) & ((ctrl == lo) | (ctrl == hi))
+    state_cols = xp.zeros((*ctrl.shape[:-1], tangent_dim), dtype=bool)
+    return xp.concatenate([state_cols, at_bound], axis=-1)
 
 
 def _joint_labels(model: mujoco.MjModel, tangent: bool) -> tuple[list[str], list[str]]:

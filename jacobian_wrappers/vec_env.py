@@ -16,7 +16,12 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from jacobian_wrappers._validation import check_array, check_int, check_optional_int
+from jacobian_wrappers._validation import (
+    check_array,
+    check_backend,
+    check_int,
+    check_optional_int,
+)
 from jacobian_wrappers.jacobian_wrapper import resolve_info_keys
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
@@ -72,13 +77,17 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         episode_length: Steps until truncation; Playground's default when ``None``.
         compilation_cache: See ``enable_compilation_cache``.
         info_keys: Renames of the info keys, as in ``JacobianWrapper``.
+        backend: ``"mjx"`` (default: exact Jacobians inside the jitted step) or
+            ``"mujoco"`` (the jitted step without Jacobians, then MuJoCo's C
+            finite differences of the same steps, threaded over all cores; not
+            exact, see docs/env.md#backends).
 
     Raises:
         TypeError: ``n_envs``, ``seed``, ``jacobian_every`` or ``episode_length``
             not an int, or ``config_overrides`` not a dict.
         ValueError: ``n_envs < 1``, ``jacobian_every < 1``, ``episode_length < 1``,
-            unknown ``precision``, ``env_name`` or config key. All checked
-            before anything compiles.
+            unknown ``precision``, ``backend``, ``env_name`` or config key. All
+            checked before anything compiles.
     """
 
     def __init__(
@@ -94,8 +103,10 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         episode_length: int | None = None,
         compilation_cache: Any = None,
         info_keys: dict[str, str] | None = None,
+        backend: str = "mjx",
     ) -> None:
         n_envs = check_int(n_envs, "n_envs", minimum=1)
+        self.backend = check_backend(backend)
         self.info_keys = resolve_info_keys(info_keys)
         seed = check_int(seed, "seed")
         jacobian_every = check_int(jacobian_every, "jacobian_every", minimum=1)
@@ -209,7 +220,9 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             raise gym.error.ResetNeeded("Call reset() before step().")
         with_jac = self.jacobians and self._step_count % self.jacobian_every == 0
         self._step_count += 1
-        self._state, self._keys, self._elapsed, host = self._step_fns[with_jac](
+        in_step = with_jac and self.backend == "mjx"
+        warm = self.warmstarts if with_jac and not in_step else None
+        self._state, self._keys, self._elapsed, host = self._step_fns[in_step](
             self._state, self._keys, self._elapsed, self._actions
         )
         host = np.asarray(host)
@@ -234,7 +247,11 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         if with_jac:
             d_t = self.sim.space.tangent_dim
             cols = d_t + self.sim.action_size
-            flat, nonsmooth = rest[:, : d_t * cols], rest[:, d_t * cols :] > 0
+            if in_step:
+                flat, nonsmooth = rest[:, : d_t * cols], rest[:, d_t * cols :] > 0
+            else:
+                _, jac, nonsmooth = self.sim.fd_jacobian(s, self._actions, warm)
+                flat = jac.astype(s.dtype).reshape(self.num_envs, -1)
             jac = flat.reshape(self.num_envs, d_t, cols)
             self.last_transition["jacobian_state"] = jac[:, :, :d_t]
             self.last_transition["jacobian_action"] = jac[:, :, d_t:]
@@ -269,6 +286,18 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             raise gym.error.ResetNeeded("Call reset() before reading states.")
         with self.sim.scope():
             return np.array(jax.vmap(self.sim.space.get)(self._state.data))
+
+    @property
+    def warmstarts(self) -> np.ndarray:
+        """The constraint solver's warm start of each env, ``(n_envs, nv)``.
+
+        MJX's ``qacc_warmstart``: where the solver's iterations are capped (as
+        Playground does), the next step depends on it, so ``backend="mujoco"``
+        hands it to the C step.
+        """
+        if self._state is None:
+            raise gym.error.ResetNeeded("Call reset() before reading warm starts.")
+        return np.asarray(self._state.data.qacc_warmstart, dtype=np.float64)
 
     def set_states(self, states: np.ndarray, indices: VecEnvIndices = None) -> np.ndarray:
         """Put envs ``indices`` at ground-truth states ``states`` ``(len(indices), d_s)``.

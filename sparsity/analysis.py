@@ -174,6 +174,7 @@ class DatasetAnalysis:
     sweep: list[dict[str, float]] = field(default_factory=list)
     tsne: np.ndarray | None = None
     tsne_sparsity: np.ndarray | None = field(default=None, repr=False)
+    jacobian_backend: str = "mjx"
 
     @property
     def d_s(self) -> int:
@@ -217,6 +218,7 @@ class DatasetAnalysis:
             "nonsmooth_samples": self.nonsmooth_samples,
             "precision": self.precision,
             "threshold": self.threshold,
+            "jacobian_backend": self.jacobian_backend,
         }
 
 
@@ -409,6 +411,7 @@ def analyse_dataset(
             path=str(path),
             env_name=meta.env_name,
             precision=meta.precision,
+            jacobian_backend=str(meta.extra.get("jacobian_backend", "mjx")),
             policy=meta.policy,
             threshold=thr,
             state_labels=meta.tangent_labels,

@@ -259,6 +259,13 @@ def _header(analyses: Sequence[DatasetAnalysis], title: str | None, table: str) 
         " (float32 data: round-off makes exact zeros look like 1e-13..1e-10, so a 1e-15 "
         "threshold undercounts zeros)."
     )
+    by_fd = [a.env_name for a in analyses if a.jacobian_backend == "mujoco"]
+    fd_note = (
+        f" Except for {', '.join(by_fd)}: those Jacobians are MuJoCo's C finite differences "
+        "(backend 'mujoco'), not exact; their zeros are elements that came out exactly 0.0."
+        if by_fd
+        else ""
+    )
     return [
         f"# {title or 'Sparsity of the dynamics Jacobians'}",
         "",
@@ -266,7 +273,8 @@ def _header(analyses: Sequence[DatasetAnalysis], title: str | None, table: str) 
         "forward-mode autodiff through every physics substep of MJX). An element is zero when "
         f"`|J_ij| < threshold` (threshold {thresholds}). "
         f"The analysis runs in float64; the simulator ran in {', '.join(precisions)}"
-        + (float32 if "float32" in precisions else "."),
+        + (float32 if "float32" in precisions else ".")
+        + fd_note,
         "",
         "Caveat: MJX reports geoms that are apart at a fixed sentinel distance, so a contact's "
         "derivative vanishes exactly while bodies are separated; some zeros below are "

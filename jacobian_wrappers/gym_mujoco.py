@@ -1,0 +1,162 @@
+"""Jacobians of the steps of Gymnasium's own MuJoCo envs (``HalfCheetah-v5``, ``Ant-v5``, ...).
+
+A Gymnasium ``MujocoEnv`` steps MuJoCo's C simulator: it writes the action to
+``data.ctrl`` and calls ``mj_step`` ``frame_skip`` times. :class:`GymMujocoJacobians`
+gives the Jacobian of that step at the state it started from, in the tangent
+space of :class:`~jacobian_wrappers.StateSpace`, by either backend:
+
+* ``"mjx"``: exact, ``jax.jacfwd`` through ``frame_skip`` MJX steps of the env's
+  own model (``mjx.put_model``), float64, from the same state, controls and
+  solver warm start;
+* ``"mujoco"``: MuJoCo's C finite differences of the C step itself
+  (:class:`~jacobian_wrappers.mujoco_fd.FiniteDifferenceJacobian`), not exact.
+
+The next state reported is always the env's own (C) one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from jacobian_wrappers._precision import precision_scope
+from jacobian_wrappers._solver_tangent import solver_tangents
+from jacobian_wrappers._validation import check_backend
+from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
+
+__all__ = ["GymMujocoJacobians", "is_gym_mujoco_env", "mjx_step_jacobian"]
+
+
+def is_gym_mujoco_env(env: Any) -> bool:
+    """Whether ``env`` (un-wrapped) is one of Gymnasium's MuJoCo envs."""
+    try:
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+    except ImportError:  # gymnasium without its mujoco extra
+        return False
+    return isinstance(env, MujocoEnv)
+
+
+def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int):
+    """A jitted ``(s, ctrl, warmstart) -> (s_next, [J_s | J_a])`` of ``n_substeps`` MJX steps.
+
+    Float64 (JAX x64 inside). Where the constraint solver stops before its
+    first iteration, the tangent is the implicit one (as for Playground envs).
+
+    Raises:
+        ValueError: The model uses a feature MJX does not support (named in
+            the message, with the suggestion ``backend="mujoco"``).
+    """
+    from mujoco import mjx
+
+    space = StateSpace.from_model(model)
+    with precision_scope("float64"):
+        try:
+            mx = mjx.put_model(model, impl="jax")
+        except NotImplementedError as err:
+            raise ValueError(
+                f"MJX cannot simulate this model ({err}); use backend='mujoco' "
+                "(MuJoCo's C finite differences)"
+            ) from err
+        template = mjx.make_data(mx)
+
+    def step(s: jax.Array, ctrl: jax.Array, warmstart: jax.Array):
+        dt = space.tangent_dim
+
+        def step_from(x: jax.Array):
+            data = space.set(template, space.perturb(s, x[:dt]))
+            data = data.replace(ctrl=ctrl + x[dt:], qacc_warmstart=warmstart)
+            data = jax.lax.fori_loop(0, n_substeps, lambda _, d: mjx.step(mx, d), data)
+            s_out = space.get(data)
+            return space.difference(jax.lax.stop_gradient(s_out), s_out), s_out
+
+        x0 = jnp.zeros(dt + model.nu, dtype=s.dtype)
+        with solver_tangents():
+            jac, s_next = jax.jacfwd(step_from, has_aux=True)(x0)
+        return s_next, jac
+
+    compiled = jax.jit(step)
+
+    def run(s: np.ndarray, ctrl: np.ndarray, warmstart: np.ndarray):
+        with precision_scope("float64"):
+            return jax.device_get(compiled(s, ctrl, warmstart))
+
+    return run
+
+
+class GymMujocoJacobians:
+    """The Jacobians of each step of one Gymnasium MuJoCo env.
+
+    Call :meth:`capture` before the env's ``step`` and :meth:`jacobians` after.
+
+    Args:
+        env: The un-wrapped ``gymnasium.envs.mujoco.MujocoEnv``.
+        backend: ``"mjx"`` (exact) or ``"mujoco"`` (C finite differences).
+
+    Raises:
+        ValueError: Unknown backend, or a model MJX cannot simulate with ``"mjx"``.
+    """
+
+    def __init__(self, env: Any, backend: str = "mjx") -> None:
+        from jacobian_wrappers.mujoco_fd import FiniteDifferenceJacobian
+
+        self.env = env
+        self.backend = check_backend(backend)
+        model = env.model
+        self.space = StateSpace.from_model(model)
+        if self.backend == "mjx":
+            self._jacobian = mjx_step_jacobian(model, env.frame_skip)
+        else:
+            fd = FiniteDifferenceJacobian(model, env.frame_skip, n_threads=1)
+            self._jacobian = lambda s, c, w: tuple(x[0] for x in fd(s[None], c[None], w[None]))
+        self._before: tuple[np.ndarray, np.ndarray] | None = None
+        #: The next state of the last step as the backend computed it (MJX's, or
+        #: the C step's nominal one), to compare with the env's own.
+        self.backend_next_state: np.ndarray | None = None
+
+    @property
+    def state_labels(self) -> tuple[str, ...]:
+        """One label per element of ``s``."""
+        return self.space.labels
+
+    @property
+    def tangent_labels(self) -> tuple[str, ...]:
+        """One label per row/column of ``J_s``."""
+        return self.space.tangent_labels
+
+    @property
+    def action_labels(self) -> tuple[str, ...]:
+        """Actuator names."""
+        return actuator_labels(self.env.model)
+
+    def _state(self) -> np.ndarray:
+        d = self.env.data
+        return np.concatenate([d.qpos, d.qvel, d.act]).astype(np.float64)
+
+    def capture(self) -> None:
+        """Record the state and solver warm start the next step starts from."""
+        self._before = (self._state(), self.env.data.qacc_warmstart.copy())
+
+    def jacobians(self):
+        """:class:`~jacobian_wrappers.StepJacobians` of the step since :meth:`capture`."""
+        from jacobian_wrappers.playground_env import StepJacobians
+
+        if self._before is None:
+            raise RuntimeError("capture() must be called before the step")
+        s, warm = self._before
+        ctrl = self.env.data.ctrl.copy()  # what the env wrote: the action of this step
+        s_next, jac = self._jacobian(s, ctrl, warm)
+        self.backend_next_state = np.asarray(s_next, dtype=np.float64)
+        jac = np.asarray(jac, dtype=np.float64)
+        d_t = self.space.tangent_dim
+        return StepJacobians(
+            state=s,
+            next_state=self._state(),
+            jacobian_state=jac[:, :d_t],
+            jacobian_action=jac[:, d_t:],
+            nonsmooth=control_bound_columns(self.env.model, ctrl, d_t),
+            finite=bool(np.isfinite(jac).all()),
+        )

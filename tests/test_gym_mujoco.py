@@ -1,0 +1,161 @@
+"""Gymnasium's own MuJoCo envs: Jacobians against a finite difference of the env's own C step."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+
+import jacobian_wrappers as jw
+
+
+def env_step_fd(env, s: np.ndarray, warm: np.ndarray, ctrl: np.ndarray, h: float = 1e-6):
+    """Central differences of the env's own ``do_simulation`` (its C step), tangent space.
+
+    Independent of the package: MuJoCo's ``mj_integratePos``/``mj_differentiatePos``
+    and the env's method, run on a scratch ``MjData`` so the env is not moved.
+    """
+    m, saved = env.model, env.data
+    env.data = d = mujoco.MjData(m)
+    nq, nv, dt = m.nq, m.nv, 2 * m.nv + m.na
+
+    def run(dx: np.ndarray, du: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mujoco.mj_resetData(m, d)
+        qpos = s[:nq].copy()
+        mujoco.mj_integratePos(m, qpos, dx[:nv], 1.0)
+        d.qpos[:], d.qvel[:], d.act[:] = qpos, s[nq : nq + nv] + dx[nv : 2 * nv], s[nq + nv :]
+        d.qacc_warmstart[:] = warm
+        env.do_simulation(ctrl + du, env.frame_skip)
+        return d.qpos.copy(), np.concatenate([d.qvel, d.act])
+
+    def diff(lo, hi) -> np.ndarray:
+        dq = np.zeros(nv)
+        mujoco.mj_differentiatePos(m, dq, 1.0, lo[0], hi[0])
+        return np.concatenate([dq, hi[1] - lo[1]]) / (2 * h)
+
+    cols = []
+    try:
+        for j in range(dt + m.nu):
+            dx, du = np.zeros(dt), np.zeros(m.nu)
+            (dx if j < dt else du)[j if j < dt else j - dt] = h
+            cols.append(diff(run(-dx, -du), run(dx, du)))
+    finally:
+        env.data = saved
+    return np.stack(cols, axis=1)
+
+
+def _check(env_id: str, backend: str, steps: int = 12, rtol: float = 1e-5) -> None:
+    env = jw.JacobianWrapper(gym.make(env_id), backend=backend)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    inner = env.unwrapped
+    m = inner.model
+    for t in range(steps):
+        d = inner.data
+        s = np.concatenate([d.qpos, d.qvel, d.act])
+        warm = d.qacc_warmstart.copy()
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        np.testing.assert_array_equal(info["state"], s)
+        np.testing.assert_array_equal(info["next_state"], np.concatenate([d.qpos, d.qvel, d.act]))
+        if t % 4 == 3:  # a few steps, contacts included on the contact envs
+            jac = np.concatenate([info["jacobian_state"], info["jacobian_action"]], axis=1)
+            assert jac.shape == (2 * m.nv + m.na, 2 * m.nv + m.na + m.nu)
+            fd = env_step_fd(inner, s, warm, d.ctrl.copy())
+            np.testing.assert_allclose(jac, fd, rtol=rtol, atol=rtol * np.abs(fd).max())
+        if terminated or truncated:
+            env.reset()
+    assert len(env.get_wrapper_attr("action_labels")) == m.nu
+    assert len(env.get_wrapper_attr("tangent_labels")) == 2 * m.nv + m.na
+
+
+@pytest.mark.parametrize("backend", ["mjx", "mujoco"])
+def test_inverted_pendulum_rk4(backend: str) -> None:
+    """RK4 integrator: MJX differentiates it; the C backend differences the whole step."""
+    _check("InvertedPendulum-v5", backend)
+
+
+def test_half_cheetah_c_backend() -> None:
+    _check("HalfCheetah-v5", "mujoco")
+
+
+def test_ant_free_joint_c_backend() -> None:
+    """A free joint: tangent space (quaternion -> 3-vector), as mjd_transitionFD."""
+    _check("Ant-v5", "mujoco", steps=8, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_half_cheetah_mjx_backend_is_exact() -> None:
+    """MJX of the env's own model: equal to the C step's finite difference to ~1e-9."""
+    _check("HalfCheetah-v5", "mjx", steps=8)
+
+
+def test_sparsity_callback_on_gymnasium_envs(tmp_path) -> None:
+    """SB3 PPO on a DummyVecEnv of wrapped Gymnasium envs logs the sparsity statistics."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from callbacks import SparsityCallback
+
+    venv = DummyVecEnv(
+        [
+            lambda: jw.JacobianWrapper(gym.make("InvertedPendulum-v5"), backend="mujoco")
+            for _ in range(2)
+        ]
+    )
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, tensorboard_log=tmp_path)
+    model.learn(128, callback=SparsityCallback(log_freq=32))
+    (run,) = list(tmp_path.iterdir())
+    acc = EventAccumulator(str(run)).Reload()
+    combined = [e.value for e in acc.Scalars("sparsity/combined")]
+    samples = [e.value for e in acc.Scalars("sparsity/samples")]
+    assert combined and all(0.0 <= v <= 1.0 for v in combined)
+    assert max(samples) == 128  # one rollout of 64 steps x 2 envs, every step with Jacobians
+
+
+def test_bad_input() -> None:
+    with pytest.raises(TypeError, match="Gymnasium's MuJoCo envs"):
+        jw.JacobianWrapper(gym.make("CartPole-v1"))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        jw.JacobianWrapper(gym.make("InvertedPendulum-v5"), backend="c")
+    with pytest.raises(ValueError, match="computes its own Jacobians"):
+        jw.JacobianWrapper(jw.PlaygroundEnv("CartpoleBalance"), backend="mujoco")
+
+
+_IMPLICIT_XML = """<mujoco><option integrator="implicit"/><worldbody><body>
+<joint name="hinge" type="hinge"/><geom size="0.1" pos="0 0 0.3"/></body></worldbody>
+<actuator><motor joint="hinge" ctrlrange="-1 1"/></actuator></mujoco>"""
+
+
+def test_model_mjx_cannot_simulate_names_the_feature(tmp_path) -> None:
+    """The implicit integrator is not in MJX: a clear error, and the C backend still works."""
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+    from gymnasium.spaces import Box
+
+    path = tmp_path / "implicit.xml"
+    path.write_text(_IMPLICIT_XML)
+
+    class Implicit(MujocoEnv):
+        metadata = {"render_modes": ["rgb_array"], "render_fps": 100}
+
+        def __init__(self) -> None:
+            super().__init__(str(path), 5, Box(-np.inf, np.inf, (2,), np.float64))
+
+        def step(self, action):
+            self.do_simulation(action, self.frame_skip)
+            return np.concatenate([self.data.qpos, self.data.qvel]), 0.0, False, False, {}
+
+        def reset_model(self):
+            self.set_state(self.init_qpos, self.init_qvel + 0.5)
+            return np.concatenate([self.data.qpos, self.data.qvel])
+
+    with pytest.raises(ValueError, match=r"mjINT_IMPLICIT.*backend='mujoco'"):
+        jw.JacobianWrapper(Implicit())
+    env = jw.JacobianWrapper(Implicit(), backend="mujoco")
+    env.reset(seed=0)
+    d = env.unwrapped.data
+    s, warm = np.concatenate([d.qpos, d.qvel]), d.qacc_warmstart.copy()
+    info = env.step(np.array([0.3]))[4]
+    jac = np.concatenate([info["jacobian_state"], info["jacobian_action"]], axis=1)
+    np.testing.assert_allclose(jac, env_step_fd(env.unwrapped, s, warm, np.array([0.3])), 1e-6)
