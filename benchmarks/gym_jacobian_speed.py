@@ -2,12 +2,13 @@
 
 For each env id: the plain env, ``JacobianWrapper(backend="mujoco")`` (C finite
 differences, one thread) and ``JacobianWrapper(backend="mjx")`` (exact, jitted
-MJX ``jacfwd``), stepped with random actions in alternating rounds (median of 5)
-after warm-up (MJX compiles on its first step). Also printed: the largest
-difference between the MJX next state and the env's own C next state over the
-steps taken (same state, controls and warm start).
+MJX ``jacfwd``; the default implicit solver tangent, and ``"unrolled"``),
+stepped with random actions in alternating rounds (median of 5) after warm-up
+(MJX compiles on its first step). Also printed: the largest difference between
+the MJX next state and the env's own C next state over the steps taken (same
+state, controls and warm start).
 
-    python benchmarks/gym_jacobian_speed.py [--envs HalfCheetah-v5 Hopper-v5] [--seconds 2]
+    python benchmarks/gym_jacobian_speed.py [--envs HalfCheetah-v5 Hopper-v5 ...] [--seconds 2]
 """
 
 from __future__ import annotations
@@ -38,14 +39,25 @@ def stepper(env: gym.Env):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=["InvertedPendulum-v5", "HalfCheetah-v5"])
+    parser.add_argument(
+        "--envs",
+        nargs="+",
+        default=[
+            "InvertedPendulum-v5",
+            "Reacher-v5",
+            "Hopper-v5",
+            "Walker2d-v5",
+            "HalfCheetah-v5",
+            "Ant-v5",
+        ],
+    )
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     print(
-        "| env | plain steps/s | mujoco (C FD) steps/s | mjx (exact) steps/s | C FD / plain "
-        "| mjx / plain | max abs diff s' (MJX vs C) |"
+        "| env | plain steps/s | mujoco (C FD) steps/s | mjx exact steps/s | mjx unrolled "
+        "steps/s | C FD / plain | mjx / plain | mjx / unrolled | max abs diff s' (MJX vs C) |"
     )
-    print("|---" * 7 + "|")
+    print("|---" * 9 + "|")
     for env_id in args.envs:
         mjx_env = jw.JacobianWrapper(gym.make(env_id), backend="mjx")
         diffs: list[float] = []
@@ -63,11 +75,15 @@ def main() -> None:
             "plain": stepper(gym.make(env_id)),
             "mujoco": stepper(jw.JacobianWrapper(gym.make(env_id), backend="mujoco")),
             "mjx": mjx_and_diff,
+            "unrolled": stepper(
+                jw.JacobianWrapper(gym.make(env_id), backend="mjx", jacobian_method="unrolled")
+            ),
         }
         r = interleaved_rates(fns, dict.fromkeys(fns, 1), len(fns) * args.seconds)
         print(
             f"| {env_id} | {r['plain']:,.0f} | {r['mujoco']:,.0f} | {r['mjx']:,.0f} "
-            f"| {r['mujoco'] / r['plain']:.3f} | {r['mjx'] / r['plain']:.4f} "
+            f"| {r['unrolled']:,.0f} | {r['mujoco'] / r['plain']:.3f} "
+            f"| {r['mjx'] / r['plain']:.4f} | {r['mjx'] / r['unrolled']:.2f} "
             f"| {max(diffs):.2g} |",
             flush=True,
         )

@@ -2,11 +2,16 @@
 
 For each env and batch size, measured side by side in one run:
 
-* ``vec+jac``: ``PlaygroundVecEnv(jacobians=True)`` -- steps, Jacobians, auto-reset,
-  host transfer and info dicts;
+* ``exact``: ``PlaygroundVecEnv(jacobians=True)``, the default exact path (the
+  constraint solver differentiated implicitly where verified, the other
+  transitions recomputed unrolled) -- steps, Jacobians, auto-reset, host
+  transfer and info dicts; ``recomputed`` is the share of its transitions
+  recomputed;
+* ``unrolled``: the same with ``jacobian_method="unrolled"`` (tangents through
+  every solver iteration: the path before implicit differentiation);
 * ``vec``: the same VecEnv with ``jacobians=False``;
-* ``bound``: a hand-written ``jax.jit(jax.vmap(jax.jacfwd(step)))`` on device
-  arrays, no host transfer: the bound for our overhead;
+* ``bound``: a hand-written ``jax.jit(jax.vmap(jax.jacfwd(step)))`` of MJX's
+  plain step on device arrays, no host transfer: the bound of the unrolled path;
 * ``FD 1t`` / ``FD 2t``: MuJoCo's C finite differences of the same *control*
   step (all ``n_substeps`` physics steps, centred, chained;
   ``jacobian_wrappers.mujoco_fd``) on 1 and 2 threads, on the batch's states
@@ -15,8 +20,10 @@ For each env and batch size, measured side by side in one run:
 The variants are timed in alternating rounds (median of 5), so their ratios
 see the same machine load.
 
-    python benchmarks/jacobian_throughput.py [--envs CartpoleBalance CheetahRun]
+    python benchmarks/jacobian_throughput.py [--envs CartpoleBalance CheetahRun ...]
         [--n-envs 1 16 64] [--seconds 3] [--precision float32]
+
+(all eight study envs by default).
 """
 
 from __future__ import annotations
@@ -57,12 +64,19 @@ def interleaved_rates(fns: dict, items: dict, seconds: float, rounds: int = 5) -
     return {name: items[name] / float(np.median(t)) for name, t in times.items()}
 
 
-def vec_stepper(env_name: str, n: int, jacobians: bool, precision: str):
-    venv = jw.PlaygroundVecEnv(env_name, n, seed=0, jacobians=jacobians, precision=precision)
+def vec_stepper(env_name: str, n: int, precision: str, **kwargs):
+    """Steps of a ``PlaygroundVecEnv`` with fresh random actions; the env is the attribute."""
+    venv = jw.PlaygroundVecEnv(env_name, n, seed=0, precision=precision, **kwargs)
     venv.reset()
+    venv.warm_up()  # compiles the recomputation of unverified transitions too
     rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, (n, *venv.action_space.shape)).astype(venv.sim.dtype)
-    return lambda: venv.step(actions)
+    shape = (n, *venv.action_space.shape)
+
+    def step() -> None:
+        venv.step(rng.uniform(-1, 1, shape).astype(venv.sim.dtype))
+
+    step.venv = venv
+    return step
 
 
 def bound_stepper(env_name: str, n: int, precision: str):
@@ -105,42 +119,62 @@ def fd_stepper(env_name: str, n: int, n_threads: int):
     return lambda: fd(states, ctrls, warm)
 
 
+VARIANTS = ("vec", "exact", "unrolled", "bound", "fd1", "fd2")
+
+
+def _steppers(env_name: str, n: int, precision: str, skip: list[str]) -> dict:
+    """The variants' step callables, those in ``skip`` left out (``"fd"``: both FDs)."""
+    makers = {
+        "vec": lambda: vec_stepper(env_name, n, precision, jacobians=False),
+        "exact": lambda: vec_stepper(env_name, n, precision),
+        "unrolled": lambda: vec_stepper(env_name, n, precision, jacobian_method="unrolled"),
+        "bound": lambda: bound_stepper(env_name, n, precision),
+        "fd1": lambda: fd_stepper(env_name, n, 1),
+        "fd2": lambda: fd_stepper(env_name, n, 2),
+    }
+    return {k: make() for k, make in makers.items() if k not in skip and k[:2] not in skip}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=["CartpoleBalance", "CheetahRun"])
+    parser.add_argument("--envs", nargs="+", default=list(jw.STUDY_ENVS))
     parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--precision", default="float32", choices=jw.PRECISIONS)
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["unrolled", "bound", "fd"],
+        help="variants left out (each compiles its own programs: minutes per env in float64)",
+    )
     args = parser.parse_args()
 
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.precision}, "
         f"mujoco {mujoco.__version__}"
     )
-    header = (
-        "| env | n_envs | vec steps/s | vec+jac Jacobians/s | bound Jacobians/s "
-        "| FD 1t Jacobians/s | FD 2t Jacobians/s | vec+jac / bound | vec+jac / FD 2t "
-        "| FD 2t / FD 1t |"
+    print(
+        "| env | n_envs | vec steps/s | exact Jacobians/s | recomputed | unrolled Jacobians/s "
+        "| bound Jacobians/s | FD 1t Jacobians/s | FD 2t Jacobians/s | exact / unrolled "
+        "| exact / FD 2t | FD 2t / FD 1t |"
     )
-    print(header)
-    print("|---" * 10 + "|")
+    print("|---" * 12 + "|")
+    nan = float("nan")
     for env_name in args.envs:
         for n in args.n_envs:
-            fns = {
-                "vec": vec_stepper(env_name, n, False, args.precision),
-                "vec+jac": vec_stepper(env_name, n, True, args.precision),
-                "bound": bound_stepper(env_name, n, args.precision),
-                "fd1": fd_stepper(env_name, n, 1),
-                "fd2": fd_stepper(env_name, n, 2),
-            }
-            r = interleaved_rates(fns, dict.fromkeys(fns, n), len(fns) * args.seconds)
-            print(
-                f"| {env_name} | {n} | {r['vec']:,.0f} | {r['vec+jac']:,.0f} "
-                f"| {r['bound']:,.0f} | {r['fd1']:,.0f} | {r['fd2']:,.0f} "
-                f"| {r['vec+jac'] / r['bound']:.2f} | {r['vec+jac'] / r['fd2']:.2f} "
-                f"| {r['fd2'] / r['fd1']:.2f} |",
-                flush=True,
-            )
+            fns = _steppers(env_name, n, args.precision, args.skip)
+            r = dict.fromkeys(VARIANTS, nan)
+            r |= interleaved_rates(fns, dict.fromkeys(fns, n), len(fns) * args.seconds)
+            counts = fns["exact"].venv.jacobian_counts
+            redo = counts["recomputed"] / max(1, counts["step"] + counts["recomputed"])
+            cells = [r["vec"], r["exact"]]
+            ratios = [r["exact"] / r["unrolled"], r["exact"] / r["fd2"], r["fd2"] / r["fd1"]]
+            rates = [r[k] for k in ("unrolled", "bound", "fd1", "fd2")]
+            row = [f"{x:,.0f}" for x in cells] + [f"{redo:.1%}"]
+            row += ["-" if x != x else f"{x:,.0f}" for x in rates]
+            row += ["-" if x != x else f"{x:.2f}" for x in ratios]
+            print(f"| {env_name} | {n} | " + " | ".join(row) + " |", flush=True)
 
 
 if __name__ == "__main__":

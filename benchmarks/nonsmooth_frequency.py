@@ -49,7 +49,7 @@ def measure(env_name: str, steps: int, n_envs: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     low, high = sim.action_low, sim.action_high
     with sim.scope():
-        fixed = jax.jit(jax.vmap(lambda st, a: sim.transition(st, a, True)))
+        fixed = jax.jit(jax.vmap(lambda st, a: sim.transition(st, a, True, "unrolled")))
         plain = jax.jit(jax.vmap(_plain_jacobian(sim)))
         state = sim.batch_reset(jax.random.split(jax.random.PRNGKey(seed), n_envs))
         at_rest, worst, bound_random, bound_ppo = 0, 0.0, 0, 0

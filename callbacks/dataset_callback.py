@@ -5,23 +5,8 @@ from __future__ import annotations
 import os
 
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv
-
-from callbacks.sparsity_callback import base_venv
 
 __all__ = ["DatasetCallback"]
-
-
-def _playground_venv(env: VecEnv):
-    from jacobian_wrappers import PlaygroundVecEnv
-
-    env = base_venv(env)
-    if not isinstance(env, PlaygroundVecEnv):
-        raise ValueError(
-            f"DatasetCallback records from a jacobian_wrappers.PlaygroundVecEnv (possibly "
-            f"wrapped, e.g. by VecNormalize), got {type(env).__name__}"
-        )
-    return env
 
 
 class DatasetCallback(BaseCallback):
@@ -29,9 +14,12 @@ class DatasetCallback(BaseCallback):
 
     The same rows as :func:`jacobian_wrappers.collect` (ground-truth
     ``s, a, s'``, ``J_s, J_a``, episode id, step, reward, done flags,
-    contacts), taken from the env's :attr:`PlaygroundVecEnv.last_transition`
-    (the action the simulator actually received). The file is complete and
-    closed at training end; an interrupted run leaves every complete chunk.
+    contacts), from a :class:`~jacobian_wrappers.PlaygroundVecEnv` (its
+    ``last_transition``) or a VecEnv of :class:`~jacobian_wrappers.JacobianWrapper`
+    envs (their ``infos``; Gymnasium's MuJoCo envs too), possibly under
+    ``VecNormalize`` (raw rewards are stored). The action stored is the one the
+    simulator received. The file is complete and closed at training end; an
+    interrupted run leaves every complete chunk.
 
     Args:
         path: HDF5 file to write.
@@ -43,8 +31,9 @@ class DatasetCallback(BaseCallback):
         verbose: 1 prints the file and row count at the end.
 
     Raises:
-        ValueError: (at training start) the env is not a ``PlaygroundVecEnv``, or it
-            computes Jacobians only every few steps.
+        TypeError: (at training start) the env is not an SB3 VecEnv.
+        ValueError: (at training start) the env gives no Jacobians, or only every
+            few steps.
     """
 
     def __init__(
@@ -69,20 +58,14 @@ class DatasetCallback(BaseCallback):
         self.recorder = None
 
     def _on_training_start(self) -> None:
-        from jacobian_wrappers.collection import TransitionRecorder
-        from sparsity.storage import DatasetMeta, TransitionWriter
+        from jacobian_wrappers.collection import TransitionRecorder, check_recordable
+        from jacobian_wrappers.vec_transitions import dataset_meta
+        from sparsity.storage import TransitionWriter
 
-        self._venv = _playground_venv(self.training_env)
-        if self._venv.jacobians and self._venv.jacobian_every != 1:
-            raise ValueError(
-                f"DatasetCallback stores a Jacobian with every transition; the env has "
-                f"jacobian_every={self._venv.jacobian_every}, need 1 (or jacobians=False)"
-            )
-        meta = DatasetMeta.from_simulator(
-            self._venv.sim,
-            jacobians=self._venv.jacobians,
+        check_recordable(self.training_env, "DatasetCallback")
+        meta = dataset_meta(
+            self.training_env,
             policy=f"{type(self.model).__name__} during training (stochastic rollouts)",
-            extra={"jacobian_backend": self._venv.backend},
         )
         self.writer = TransitionWriter(
             self.path,
@@ -91,7 +74,7 @@ class DatasetCallback(BaseCallback):
             resume=self.resume,
             overwrite=self.overwrite,
         )
-        self.recorder = TransitionRecorder(self.writer, self._venv.num_envs)
+        self.recorder = TransitionRecorder(self.writer, self.training_env.num_envs)
 
     def _on_step(self) -> bool:
         if self.writer is None:
@@ -99,7 +82,12 @@ class DatasetCallback(BaseCallback):
         if self.max_steps is not None and self.writer.total_rows >= self.max_steps:
             self._close()
             return True
-        self.recorder.record(self._venv.last_transition)
+        from jacobian_wrappers.vec_transitions import vec_transition
+
+        loc = self.locals
+        self.recorder.record(
+            vec_transition(self.training_env, loc["infos"], loc["rewards"], loc["dones"])
+        )
         return True
 
     def _close(self) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from callbacks.live_figures import LiveHeatmap, LiveTimeline
+from jacobian_wrappers.vec_transitions import base_venv, check_env_has_jacobians
 from sparsity.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
@@ -26,38 +26,6 @@ __all__ = ["SparsityCallback", "base_venv", "check_env_has_jacobians"]
 
 _NOT_TB = ("stdout", "log", "json", "csv")
 _MAX_BLOCK = 256  # steps buffered before their statistics are computed
-
-
-def base_venv(env: VecEnv) -> VecEnv:
-    """The innermost VecEnv under any ``VecEnvWrapper`` (``VecMonitor``, ``VecNormalize``...)."""
-    while isinstance(env, VecEnvWrapper):
-        env = env.venv
-    return env
-
-
-def check_env_has_jacobians(env: VecEnv) -> None:
-    """Raise unless ``env`` puts Jacobians in its ``infos``.
-
-    Raises:
-        ValueError: With what to use instead.
-    """
-    from jacobian_wrappers import JacobianWrapper, PlaygroundVecEnv
-
-    base = base_venv(env)
-    if isinstance(base, PlaygroundVecEnv):
-        ok = base.jacobians
-    else:
-        try:
-            ok = all(env.env_is_wrapped(JacobianWrapper))
-        except Exception:  # a VecEnv that cannot answer
-            ok = False
-    if not ok:
-        raise ValueError(
-            f"SparsityCallback needs Jacobians in the infos, but the training env "
-            f"({type(base).__name__}) provides none. Use jacobian_wrappers.PlaygroundVecEnv("
-            "..., jacobians=True), or wrap each env in jacobian_wrappers.JacobianWrapper "
-            "(e.g. DummyVecEnv([lambda: JacobianWrapper(PlaygroundEnv('CheetahRun'))]))."
-        )
 
 
 class SparsityCallback(BaseCallback):

@@ -32,6 +32,12 @@ def main() -> None:
         choices=("mjx", "mujoco"),
         help="Jacobians by exact MJX autodiff or MuJoCo's C finite differences (not exact)",
     )
+    parser.add_argument(
+        "--jacobian-method",
+        default="implicit",
+        choices=("implicit", "unrolled"),
+        help="how exact (mjx) Jacobians pass the constraint solver; the same Jacobians",
+    )
     parser.add_argument("--episode-length", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--chunk-size", type=int, default=4096)
@@ -52,6 +58,7 @@ def main() -> None:
         jacobians=not args.no_jacobians,
         episode_length=args.episode_length,
         backend=args.backend,
+        jacobian_method=args.jacobian_method,
     )
     try:
         result = jw.collect(

@@ -3,7 +3,9 @@
 Importing this package registers ``Playground/<Task>-v0`` with Gymnasium for
 every DM Control Suite task, so ``gym.make("Playground/CheetahRun-v0")`` works.
 On a machine without a display, ``MUJOCO_GL`` defaults to ``egl`` so that
-``render_mode="rgb_array"`` can find an OpenGL context.
+``render_mode="rgb_array"`` can find an OpenGL context. Before JAX starts, it
+adds ``--xla_cpu_use_fusion_emitters=false`` to ``XLA_FLAGS`` (MJX compiles
+many times faster code on a CPU with it; see ``jacobian_wrappers._xla_flags``).
 """
 
 import os as _os
@@ -11,6 +13,8 @@ import os as _os
 if not _os.environ.get("DISPLAY"):
     _os.environ.setdefault("MUJOCO_GL", "egl")
 
+# First: sets XLA_FLAGS before anything below can start a JAX backend.
+import jacobian_wrappers._xla_flags  # noqa: F401
 from jacobian_wrappers._precision import PRECISIONS
 from jacobian_wrappers.collection import CollectionResult, TransitionRecorder, collect, make_policy
 from jacobian_wrappers.compilation_cache import (

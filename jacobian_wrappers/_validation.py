@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BACKENDS", "check_array", "check_backend", "check_int", "check_optional_int"]
+__all__ = [
+    "BACKENDS",
+    "JACOBIAN_METHODS",
+    "check_array",
+    "check_backend",
+    "check_int",
+    "check_jacobian_method",
+    "check_optional_int",
+]
 
 #: Who computes the Jacobians: exact autodiff through MJX, or MuJoCo's C finite differences.
 BACKENDS = ("mjx", "mujoco")
+#: How the exact (``"mjx"``) Jacobians pass the constraint solver (``_solver_tangent``).
+JACOBIAN_METHODS = ("implicit", "unrolled")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...], meaning: str) -> str:
+    """``value`` if it is one of ``choices``; else a ``ValueError`` naming them and it."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices} ({meaning}), got {value!r}")
+    return value
 
 
 def check_backend(backend: object) -> str:
@@ -16,12 +33,22 @@ def check_backend(backend: object) -> str:
     Raises:
         ValueError: Any other value.
     """
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(
-            f"backend must be one of {BACKENDS} ('mjx': exact autodiff Jacobians; "
-            f"'mujoco': MuJoCo's C finite differences), got {backend!r}"
-        )
-    return backend
+    meaning = "'mjx': exact autodiff Jacobians; 'mujoco': MuJoCo's C finite differences"
+    return _check_choice("backend", backend, BACKENDS, meaning)
+
+
+def check_jacobian_method(method: object) -> str:
+    """``method`` if it is one of :data:`JACOBIAN_METHODS`.
+
+    Raises:
+        ValueError: Any other value.
+    """
+    meaning = (
+        "'implicit': the solver differentiated at its solution where that is verified "
+        "exact, other transitions recomputed 'unrolled'; 'unrolled': through every "
+        "solver iteration"
+    )
+    return _check_choice("jacobian_method", method, JACOBIAN_METHODS, meaning)
 
 
 def check_int(value: object, name: str, minimum: int | None = None) -> int:

@@ -1,9 +1,11 @@
-"""Collect transitions with Jacobians from a ``PlaygroundVecEnv`` into a data set.
+"""Collect transitions with Jacobians from a VecEnv into a data set.
 
-:class:`TransitionRecorder` turns the batches of
-:attr:`PlaygroundVecEnv.last_transition` into rows with episode ids and step
-indices; :func:`collect` drives it with any policy, and
-``callbacks.DatasetCallback`` drives it during SB3 training.
+:class:`TransitionRecorder` turns vector steps (the batch arrays of
+:func:`~jacobian_wrappers.vec_transitions.vec_transition`: a
+``PlaygroundVecEnv``'s ``last_transition``, or the infos of a VecEnv of
+``JacobianWrapper`` envs) into rows with episode ids and step indices;
+:func:`collect` drives it with any policy, and ``callbacks.DatasetCallback``
+drives it during SB3 training.
 """
 
 from __future__ import annotations
@@ -16,19 +18,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
 
 from jacobian_wrappers._validation import check_int
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
+from jacobian_wrappers.vec_transitions import (
+    base_venv,
+    check_env_has_jacobians,
+    dataset_meta,
+    vec_transition,
+)
 from sparsity.stats import DEFAULT_THRESHOLD
-from sparsity.storage import DatasetMeta, TransitionWriter
+from sparsity.storage import TransitionWriter
 
-__all__ = ["CollectionResult", "TransitionRecorder", "collect", "make_policy"]
+__all__ = ["CollectionResult", "TransitionRecorder", "check_recordable", "collect", "make_policy"]
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
 class TransitionRecorder:
-    """Writes each step of a ``PlaygroundVecEnv`` as rows of a data set.
+    """Writes each vector step of a VecEnv as rows of a data set.
 
     Episode ids are global in the file (continuing after a resumed file's last
     one); step indices count from 0 within an episode. Transitions whose state,
@@ -50,10 +59,10 @@ class TransitionRecorder:
         self.skipped_nonfinite = 0
 
     def record(self, transition: dict[str, np.ndarray], max_rows: int | None = None) -> int:
-        """Append one vector step (``PlaygroundVecEnv.last_transition``).
+        """Append one vector step.
 
         Args:
-            transition: Batch of ``n_envs`` transitions.
+            transition: Batch of ``n_envs`` transitions (``vec_transition``).
             max_rows: Write at most this many (the first envs'), e.g. to stop at
                 an exact row count.
 
@@ -63,7 +72,7 @@ class TransitionRecorder:
         if self.writer.meta.jacobians and "jacobian_state" not in transition:
             raise ValueError(
                 "this step has no Jacobians but the data set stores them: use "
-                "PlaygroundVecEnv(jacobians=True, jacobian_every=1)"
+                "PlaygroundVecEnv(jacobians=True, jacobian_every=1) or JacobianWrapper envs"
             )
         dones = transition["terminated"] | transition["truncated"]
         rows = {k: transition[k] for k in self.writer.meta.columns() if k in transition}
@@ -98,7 +107,7 @@ class TransitionRecorder:
         return int(keep.sum())
 
 
-def make_policy(policy: Any, env: PlaygroundVecEnv, seed: int = 0) -> tuple[Policy, str]:
+def make_policy(policy: Any, env: VecEnv, seed: int = 0) -> tuple[Policy, str]:
     """A batch policy ``obs -> actions`` and its description.
 
     Args:
@@ -184,6 +193,30 @@ def _load_sb3(path: str) -> tuple[Any, str]:
     )
 
 
+def check_recordable(env: Any, user: str) -> None:
+    """Raise unless every step of ``env`` can be recorded as rows of a data set.
+
+    Raises:
+        TypeError: ``env`` is not an SB3 ``VecEnv``.
+        ValueError: A ``PlaygroundVecEnv`` with Jacobians only every few steps, or
+            another VecEnv whose envs are not ``JacobianWrapper`` envs.
+    """
+    if not isinstance(env, VecEnv):
+        raise TypeError(
+            f"{user} needs an SB3 VecEnv (a PlaygroundVecEnv, or a DummyVecEnv/SubprocVecEnv "
+            f"of JacobianWrapper envs), got {type(env).__name__}"
+        )
+    base = base_venv(env)
+    if isinstance(base, PlaygroundVecEnv):
+        if base.jacobians and base.jacobian_every != 1:
+            raise ValueError(
+                f"{user} stores a Jacobian with every transition; the env has "
+                f"jacobian_every={base.jacobian_every}, need 1 (or jacobians=False)"
+            )
+        return
+    check_env_has_jacobians(env, user)
+
+
 @dataclass
 class CollectionResult:
     """What :func:`collect` did.
@@ -215,7 +248,7 @@ class CollectionResult:
 
 
 def collect(
-    env: PlaygroundVecEnv,
+    env: VecEnv,
     n_steps: int,
     path: str | os.PathLike,
     *,
@@ -236,7 +269,10 @@ def collect(
     rows. Stopping early (``KeyboardInterrupt``) keeps every row collected.
 
     Args:
-        env: The VecEnv; with ``jacobians=True`` it must have ``jacobian_every=1``.
+        env: A ``PlaygroundVecEnv`` (with ``jacobians=True`` it must have
+            ``jacobian_every=1``) or any VecEnv of ``JacobianWrapper`` envs
+            (``DummyVecEnv``/``SubprocVecEnv`` of Playground or Gymnasium MuJoCo
+            envs), possibly wrapped.
         n_steps: Rows the file should hold at the end.
         path: HDF5 file.
         policy: See :func:`make_policy`.
@@ -249,25 +285,14 @@ def collect(
         progress: Show a tqdm progress bar with the steps/s.
 
     Raises:
-        TypeError: ``n_steps`` not an int, or ``env`` not a ``PlaygroundVecEnv``.
-        ValueError: ``n_steps < 1``, ``jacobian_every != 1``, or a bad policy.
+        TypeError: ``n_steps`` not an int, or ``env`` not an SB3 ``VecEnv``.
+        ValueError: ``n_steps < 1``, ``jacobian_every != 1``, a VecEnv without
+            Jacobians, or a bad policy.
     """
     n_steps = check_int(n_steps, "n_steps", minimum=1)
-    if not isinstance(env, PlaygroundVecEnv):
-        raise TypeError(f"collect needs a PlaygroundVecEnv, got {type(env).__name__}")
-    if env.jacobians and env.jacobian_every != 1:
-        raise ValueError(
-            f"collect stores a Jacobian with every transition; the env has "
-            f"jacobian_every={env.jacobian_every}, need 1 (or jacobians=False)"
-        )
+    check_recordable(env, "collect")
     act, desc = make_policy(policy, env, seed)
-    meta = DatasetMeta.from_simulator(
-        env.sim,
-        jacobians=env.jacobians,
-        threshold=threshold,
-        policy=desc,
-        extra={"jacobian_backend": env.backend},
-    )
+    meta = dataset_meta(env, threshold=threshold, policy=desc)
     with TransitionWriter(
         path,
         meta,
@@ -316,7 +341,7 @@ class _Timing:
         }
 
 
-def _step_until(env: PlaygroundVecEnv, act: Policy, recorder, n_steps: int, bar) -> _Timing:
+def _step_until(env: VecEnv, act: Policy, recorder, n_steps: int, bar) -> _Timing:
     """Step ``env`` with ``act`` and record until the file holds ``n_steps`` rows.
 
     An exception (``KeyboardInterrupt`` too) stops it; the caller's writer keeps
@@ -327,8 +352,9 @@ def _step_until(env: PlaygroundVecEnv, act: Policy, recorder, n_steps: int, bar)
     timing = _Timing(time.perf_counter())
     try:
         while writer.total_rows < n_steps:
-            obs, _, _, _ = env.step(act(obs))
-            written = recorder.record(env.last_transition, max_rows=n_steps - writer.total_rows)
+            obs, rewards, dones, infos = env.step(act(obs))
+            rows = vec_transition(env, infos, rewards, dones)
+            written = recorder.record(rows, max_rows=n_steps - writer.total_rows)
             if timing.first is None:
                 timing.first, timing.first_rows = time.perf_counter(), writer.total_rows
             if bar is not None:

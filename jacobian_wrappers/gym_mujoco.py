@@ -16,6 +16,7 @@ The next state reported is always the env's own (C) one.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -24,8 +25,12 @@ import mujoco
 import numpy as np
 
 from jacobian_wrappers._precision import precision_scope
-from jacobian_wrappers._solver_tangent import solver_tangents
-from jacobian_wrappers._validation import check_backend
+from jacobian_wrappers._solver_tangent import (
+    reset_unverified,
+    solver_tangents,
+    unverified_substeps,
+)
+from jacobian_wrappers._validation import JACOBIAN_METHODS, check_backend, check_jacobian_method
 from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
 
 __all__ = ["GymMujocoJacobians", "is_gym_mujoco_env", "mjx_step_jacobian"]
@@ -40,18 +45,22 @@ def is_gym_mujoco_env(env: Any) -> bool:
     return isinstance(env, MujocoEnv)
 
 
-def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int):
-    """A jitted ``(s, ctrl, warmstart) -> (s_next, [J_s | J_a])`` of ``n_substeps`` MJX steps.
+def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str = "implicit"):
+    """A ``(s, ctrl, warmstart) -> (s_next, [J_s | J_a])`` of ``n_substeps`` MJX steps, jitted.
 
-    Float64 (JAX x64 inside). Where the constraint solver stops before its
-    first iteration, the tangent is the implicit one (as for Playground envs).
+    Float64 (JAX x64 inside). ``method`` says how tangents pass the constraint
+    solver (:mod:`jacobian_wrappers._solver_tangent`); with ``"implicit"`` a
+    step whose implicit tangent is not verified exact is recomputed
+    ``"unrolled"`` (compiled when first needed), so the Jacobian is the same.
 
     Raises:
         ValueError: The model uses a feature MJX does not support (named in
-            the message, with the suggestion ``backend="mujoco"``).
+            the message, with the suggestion ``backend="mujoco"``), or an
+            unknown ``method``.
     """
     from mujoco import mjx
 
+    check_jacobian_method(method)
     space = StateSpace.from_model(model)
     with precision_scope("float64"):
         try:
@@ -61,9 +70,9 @@ def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int):
                 f"MJX cannot simulate this model ({err}); use backend='mujoco' "
                 "(MuJoCo's C finite differences)"
             ) from err
-        template = mjx.make_data(mx)
+        template = reset_unverified(mjx.make_data(mx))
 
-    def step(s: jax.Array, ctrl: jax.Array, warmstart: jax.Array):
+    def step(s: jax.Array, ctrl: jax.Array, warmstart: jax.Array, method: str):
         dt = space.tangent_dim
 
         def step_from(x: jax.Array):
@@ -71,18 +80,21 @@ def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int):
             data = data.replace(ctrl=ctrl + x[dt:], qacc_warmstart=warmstart)
             data = jax.lax.fori_loop(0, n_substeps, lambda _, d: mjx.step(mx, d), data)
             s_out = space.get(data)
-            return space.difference(jax.lax.stop_gradient(s_out), s_out), s_out
+            return space.difference(jax.lax.stop_gradient(s_out), s_out), (s_out, data)
 
         x0 = jnp.zeros(dt + model.nu, dtype=s.dtype)
-        with solver_tangents():
-            jac, s_next = jax.jacfwd(step_from, has_aux=True)(x0)
-        return s_next, jac
+        with solver_tangents(method):
+            jac, (s_next, data) = jax.jacfwd(step_from, has_aux=True)(x0)
+        return s_next, jac, unverified_substeps(data) == 0
 
-    compiled = jax.jit(step)
+    compiled = {m: jax.jit(functools.partial(step, method=m)) for m in JACOBIAN_METHODS}
 
     def run(s: np.ndarray, ctrl: np.ndarray, warmstart: np.ndarray):
         with precision_scope("float64"):
-            return jax.device_get(compiled(s, ctrl, warmstart))
+            s_next, jac, verified = jax.device_get(compiled[method](s, ctrl, warmstart))
+            if not verified:
+                s_next, jac, _ = jax.device_get(compiled["unrolled"](s, ctrl, warmstart))
+        return s_next, jac
 
     return run
 
@@ -95,20 +107,24 @@ class GymMujocoJacobians:
     Args:
         env: The un-wrapped ``gymnasium.envs.mujoco.MujocoEnv``.
         backend: ``"mjx"`` (exact) or ``"mujoco"`` (C finite differences).
+        jacobian_method: For ``"mjx"``: ``"implicit"`` (default) or ``"unrolled"``
+            (:func:`mjx_step_jacobian`).
 
     Raises:
-        ValueError: Unknown backend, or a model MJX cannot simulate with ``"mjx"``.
+        ValueError: Unknown backend or method, or a model MJX cannot simulate
+            with ``"mjx"``.
     """
 
-    def __init__(self, env: Any, backend: str = "mjx") -> None:
+    def __init__(self, env: Any, backend: str = "mjx", jacobian_method: str = "implicit") -> None:
         from jacobian_wrappers.mujoco_fd import FiniteDifferenceJacobian
 
         self.env = env
         self.backend = check_backend(backend)
+        self.jacobian_method = check_jacobian_method(jacobian_method)
         model = env.model
         self.space = StateSpace.from_model(model)
         if self.backend == "mjx":
-            self._jacobian = mjx_step_jacobian(model, env.frame_skip)
+            self._jacobian = mjx_step_jacobian(model, env.frame_skip, jacobian_method)
         else:
             fd = FiniteDifferenceJacobian(model, env.frame_skip, n_threads=1)
             self._jacobian = lambda s, c, w: tuple(x[0] for x in fd(s[None], c[None], w[None]))
@@ -132,6 +148,27 @@ class GymMujocoJacobians:
         """Actuator names."""
         return actuator_labels(self.env.model)
 
+    @property
+    def jacobian_source(self) -> dict[str, Any]:
+        """What a data set records of these Jacobians (``jacobian_wrappers.dataset_meta``)."""
+        spec = getattr(self.env, "spec", None)
+        return {
+            "env_name": spec.id if spec is not None else type(self.env).__name__,
+            "precision": "float64",
+            "dt": float(self.env.dt),
+            "state_labels": self.state_labels,
+            "tangent_labels": self.tangent_labels,
+            "action_labels": self.action_labels,
+            "backend": self.backend,
+            "jacobian_method": self.jacobian_method,
+        }
+
+    def active_contacts(self) -> int:
+        """Contacts of the env's data that enter the constraint solver (as for MJX envs)."""
+        d = self.env.data
+        contact = d.contact
+        return int(np.sum(contact.dist[: d.ncon] - contact.includemargin[: d.ncon] < 0))
+
     def _state(self) -> np.ndarray:
         d = self.env.data
         return np.concatenate([d.qpos, d.qvel, d.act]).astype(np.float64)
@@ -154,6 +191,7 @@ class GymMujocoJacobians:
         d_t = self.space.tangent_dim
         return StepJacobians(
             state=s,
+            action=ctrl,
             next_state=self._state(),
             jacobian_state=jac[:, :d_t],
             jacobian_action=jac[:, d_t:],

@@ -16,6 +16,7 @@ __all__ = ["DEFAULT_INFO_KEYS", "JacobianWrapper", "resolve_info_keys"]
 #: Info keys written after each step, by field of ``StepJacobians``.
 DEFAULT_INFO_KEYS: Mapping[str, str] = {
     "state": "state",
+    "action": "action",
     "next_state": "next_state",
     "jacobian_state": "jacobian_state",
     "jacobian_action": "jacobian_action",
@@ -58,13 +59,15 @@ class JacobianWrapper(gym.Wrapper):
     Either way they are taken with respect to the action the MuJoCo env
     receives (after any action wrapper between the two).
 
-    ``info`` gets, as numpy arrays: ``"state"`` ``(d_s,)``, ``"next_state"``
-    ``(d_s,)``, ``"jacobian_state"`` ``(d_t, d_t)``, ``"jacobian_action"``
-    ``(d_t, d_a)`` (``d_t == d_s`` unless the model has free or ball joints),
-    ``"jacobian_nonsmooth"`` ``(d_t + d_a,)`` bool (the columns of
-    ``[J_s | J_a]`` taken where the step is not differentiable: an action
-    exactly on its control bound), and ``"jacobian_nonfinite": True`` when a
-    Jacobian holds NaN or inf. Keys already in ``info`` are never overwritten.
+    ``info`` gets, as numpy arrays: ``"state"`` ``(d_s,)``, ``"action"``
+    ``(d_a,)`` (as written to the controls: what ``"jacobian_action"``
+    differentiates by), ``"next_state"`` ``(d_s,)``, ``"jacobian_state"``
+    ``(d_t, d_t)``, ``"jacobian_action"`` ``(d_t, d_a)`` (``d_t == d_s`` unless
+    the model has free or ball joints), ``"jacobian_nonsmooth"`` ``(d_t + d_a,)``
+    bool (the columns of ``[J_s | J_a]`` taken where the step is not differentiable: an action
+    exactly on its control bound), ``"n_contacts"`` (active contacts after the
+    step) and ``"jacobian_nonfinite": True`` when a Jacobian holds NaN or inf.
+    Keys already in ``info`` are never overwritten.
 
     Args:
         env: A Playground or Gymnasium MuJoCo env, possibly wrapped.
@@ -72,11 +75,16 @@ class JacobianWrapper(gym.Wrapper):
         backend: For Gymnasium MuJoCo envs: ``"mjx"`` (default, exact) or
             ``"mujoco"`` (C finite differences). Playground envs take it as
             ``PlaygroundEnv(backend=...)``; here it must then be ``None``.
+        jacobian_method: For Gymnasium MuJoCo envs with ``"mjx"``: how the exact
+            Jacobians pass the constraint solver, ``"implicit"`` (default) or
+            ``"unrolled"`` (docs/env.md#exact-and-fast). Playground envs take it
+            as ``PlaygroundEnv(jacobian_method=...)``; here it must then be ``None``.
 
     Raises:
         TypeError: If ``env`` is neither a Playground nor a Gymnasium MuJoCo env.
-        ValueError: Unknown ``backend``, a ``backend`` given for a Playground
-            env, or a model MJX cannot simulate (use ``backend="mujoco"``).
+        ValueError: Unknown ``backend`` or ``jacobian_method``, either given for
+            a Playground env, or a model MJX cannot simulate (use
+            ``backend="mujoco"``).
     """
 
     def __init__(
@@ -84,18 +92,22 @@ class JacobianWrapper(gym.Wrapper):
         env: gym.Env,
         info_keys: Mapping[str, str] | None = None,
         backend: str | None = None,
+        jacobian_method: str | None = None,
     ) -> None:
         inner = env.unwrapped
         if isinstance(inner, PlaygroundEnv):
-            if backend is not None:
-                raise ValueError(
-                    f"backend={backend!r}: a Playground env computes its own Jacobians; "
-                    "pass backend to PlaygroundEnv(...) or gym.make(..., backend=...)"
-                )
+            for name, value in (("backend", backend), ("jacobian_method", jacobian_method)):
+                if value is not None:
+                    raise ValueError(
+                        f"{name}={value!r}: a Playground env computes its own Jacobians; "
+                        f"pass {name} to PlaygroundEnv(...) or gym.make(..., {name}=...)"
+                    )
             #: The Jacobian source of a Gymnasium MuJoCo env, ``None`` for Playground.
             self.gym_jacobians: GymMujocoJacobians | None = None
         elif is_gym_mujoco_env(inner):
-            self.gym_jacobians = GymMujocoJacobians(inner, "mjx" if backend is None else backend)
+            self.gym_jacobians = GymMujocoJacobians(
+                inner, backend or "mjx", jacobian_method or "implicit"
+            )
         else:
             raise TypeError(
                 "JacobianWrapper supports jacobian_wrappers.PlaygroundEnv (also through "
@@ -110,6 +122,11 @@ class JacobianWrapper(gym.Wrapper):
     @property
     def _labels(self) -> Any:
         return self.gym_jacobians if self.gym_jacobians is not None else self.env.unwrapped
+
+    @property
+    def jacobian_source(self) -> dict[str, Any]:
+        """Env, precision, ``dt``, labels, backend, method (for ``dataset_meta``)."""
+        return self._labels.jacobian_source
 
     @property
     def state_labels(self) -> tuple[str, ...]:
@@ -133,6 +150,7 @@ class JacobianWrapper(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if self.gym_jacobians is not None:
             jac = self.gym_jacobians.jacobians()
+            info.setdefault("n_contacts", self.gym_jacobians.active_contacts())
         else:
             jac = self.env.unwrapped.last_step_jacobians()
         for field, key in self.info_keys.items():

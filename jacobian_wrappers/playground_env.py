@@ -10,7 +10,12 @@ import gymnasium as gym
 import jax
 import numpy as np
 
-from jacobian_wrappers._validation import check_array, check_backend, check_optional_int
+from jacobian_wrappers._validation import (
+    check_array,
+    check_backend,
+    check_jacobian_method,
+    check_optional_int,
+)
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
 __all__ = ["PlaygroundEnv", "StepJacobians"]
@@ -22,6 +27,8 @@ class StepJacobians:
 
     Attributes:
         state: ``s_t``, shape ``(d_s,)``.
+        action: ``a_t`` as written to the controls (what ``jacobian_action``
+            differentiates by), shape ``(d_a,)``.
         next_state: ``s_{t+1}``, shape ``(d_s,)``.
         jacobian_state: ``d s_{t+1} / d s_t``, shape ``(d_t, d_t)``.
         jacobian_action: ``d s_{t+1} / d a_t``, shape ``(d_t, d_a)``.
@@ -32,6 +39,7 @@ class StepJacobians:
     """
 
     state: np.ndarray
+    action: np.ndarray
     next_state: np.ndarray
     jacobian_state: np.ndarray
     jacobian_action: np.ndarray
@@ -63,13 +71,16 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
             exact: ``jax.jacfwd`` through the MJX step) or ``"mujoco"`` (MuJoCo's
             C finite differences of the same step, threaded; not exact, see
             docs/env.md#backends). The env's own steps are MJX's either way.
+        jacobian_method: How exact (``"mjx"``) Jacobians pass the constraint
+            solver, ``"implicit"`` (default) or ``"unrolled"``; the same
+            Jacobians either way (see ``PlaygroundVecEnv``).
 
     Raises:
         TypeError: ``seed`` or ``episode_length`` not an int, ``config_overrides``
             not a dict.
         ValueError: Unknown ``env_name``, ``precision``, ``render_mode``,
-            ``backend`` or config key, or ``episode_length < 1``. All checked
-            before anything compiles.
+            ``backend``, ``jacobian_method`` or config key, or
+            ``episode_length < 1``. All checked before anything compiles.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
@@ -85,8 +96,10 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         render_mode: str | None = None,
         compilation_cache: Any = None,
         backend: str = "mjx",
+        jacobian_method: str = "implicit",
     ) -> None:
         self.backend = check_backend(backend)
+        self.jacobian_method = check_jacobian_method(jacobian_method)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         seed = check_optional_int(seed, "seed")
@@ -233,10 +246,13 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
             _, jac, nonsmooth = self.sim.fd_jacobian(s[None], action[None], warm[None])
             jac, nonsmooth = jac[0].astype(self.sim.dtype), nonsmooth[0]
         else:
-            s, _, jac, nonsmooth = jax.device_get(self.sim.jacobian(state, action))
+            s, _, jac, nonsmooth = jax.device_get(
+                self.sim.jacobian(state, action, self.jacobian_method)
+            )
         d_t = self.sim.space.tangent_dim
         return StepJacobians(
             state=s,
+            action=action,
             next_state=s_next,
             jacobian_state=jac[:, :d_t],
             jacobian_action=jac[:, d_t:],

@@ -18,7 +18,12 @@ from gymnasium import spaces
 
 from jacobian_wrappers._exported import exported_or_jit
 from jacobian_wrappers._precision import check_precision, numpy_dtype, precision_scope
-from jacobian_wrappers._solver_tangent import solver_tangents
+from jacobian_wrappers._solver_tangent import (
+    reset_unverified,
+    solver_tangents,
+    unverified_substeps,
+)
+from jacobian_wrappers._validation import check_jacobian_method
 from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compilation_cache
 from jacobian_wrappers.registry import check_config_overrides, check_env_name, task_config
 from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
@@ -42,6 +47,11 @@ class Transition(NamedTuple):
         nonsmooth: ``(d_t + d_a,)`` bool, the columns of ``[J_s | J_a]`` taken at
             a point where the step is not differentiable (see
             :meth:`Simulator.nonsmooth_columns`), or ``None`` without Jacobian.
+        verified: Whether ``jacobian`` is exact as computed: always with
+            ``method="unrolled"``; with ``"implicit"``, where every substep's
+            implicit solver tangent was verified (``_solver_tangent``). Where
+            not, the caller recomputes the transition with ``"unrolled"``.
+            ``None`` without Jacobian.
     """
 
     state: Any
@@ -51,6 +61,7 @@ class Transition(NamedTuple):
     finite: jax.Array
     n_contacts: jax.Array
     nonsmooth: jax.Array | None = None
+    verified: jax.Array | None = None
 
 
 def active_contacts(data: Any) -> jax.Array:
@@ -136,7 +147,7 @@ class Simulator:
         self._fd: Any = None  # the C backend, built on first use
 
         self.reset = _scoped(compiled_reset, precision)
-        self._single_steps: dict[tuple[str, Any], Callable] = {}
+        self._single_steps: dict[tuple[str, str, Any], Callable] = {}
         self.batch_reset = _scoped(jax.jit(jax.vmap(self.pure_reset)), precision)
         self.refresh = _scoped(jax.jit(self._refresh), precision)
         self.batch_refresh = _scoped(jax.jit(jax.vmap(self._refresh)), precision)
@@ -156,47 +167,62 @@ class Simulator:
 
     def step(self, state: Any, action: Any) -> Transition:
         """Compiled :meth:`transition` without Jacobian."""
-        return self._single_step("step", state, action)
+        return self._single_step("step", "unrolled", state, action)
 
-    def step_jacobian(self, state: Any, action: Any) -> Transition:
-        """Compiled :meth:`transition` with Jacobian."""
-        return self._single_step("step+jacobian", state, action)
+    def step_jacobian(self, state: Any, action: Any, method: str = "implicit") -> Transition:
+        """Compiled :meth:`transition` with its exact Jacobian.
 
-    def jacobian(self, state: Any, action: Any) -> tuple[jax.Array, ...]:
+        With ``method="implicit"`` a transition whose implicit solver tangent is
+        not verified exact is recomputed with ``"unrolled"`` (a second program,
+        compiled when first needed), so the Jacobian is the same either way;
+        ``verified`` stays the implicit pass's (``False``: recomputed).
+        """
+        out = self._single_step("step+jacobian", check_jacobian_method(method), state, action)
+        if bool(out.verified):
+            return out
+        _, _, jac, nonsmooth, _ = self._single_step("jacobian", "unrolled", state, action)
+        return out._replace(jacobian=jac, nonsmooth=nonsmooth)
+
+    def jacobian(self, state: Any, action: Any, method: str = "implicit") -> tuple[jax.Array, ...]:
         """``(s, s_next, [J_s | J_a], nonsmooth)`` of the step from ``state``, compiled alone.
 
         The program computes nothing the Jacobian does not need (no reward, no
         observation, no new ``State``): asking for it after a :meth:`step` of the
-        same transition costs about what one combined pass would.
+        same transition costs about what one combined pass would. ``method`` as
+        in :meth:`step_jacobian`.
         """
-        return self._single_step("jacobian", state, action)
+        out = self._single_step("jacobian", check_jacobian_method(method), state, action)
+        if not bool(out[-1]):
+            out = self._single_step("jacobian", "unrolled", state, action)
+        return tuple(out[:-1])
 
-    def _single_step(self, mode: str, state: Any, action: Any) -> Any:
+    def _single_step(self, mode: str, method: str, state: Any, action: Any) -> Any:
         with precision_scope(self.precision):
             action = jnp.asarray(action, dtype=self.dtype)
             leaves, treedef = jax.tree.flatten(state)
-            fn = self._single_steps.get((mode, treedef))
+            fn = self._single_steps.get((mode, method, treedef))
             if fn is None:
 
                 def flat(leaves: list, action: jax.Array) -> list:
                     state = jax.tree.unflatten(treedef, leaves)
-                    out = self.transition(state, action, mode != "step")
+                    out = self.transition(state, action, mode != "step", method)
                     if mode == "jacobian":
-                        return [out.s, out.s_next, out.jacobian, out.nonsmooth]
-                    jac = [out.jacobian, out.nonsmooth] if mode == "step+jacobian" else []
+                        return [out.s, out.s_next, out.jacobian, out.nonsmooth, out.verified]
+                    jac = [out.jacobian, out.nonsmooth, out.verified] if mode != "step" else []
                     new = jax.tree.leaves(out.state)
                     return [*new, out.s, out.s_next, *jac, out.finite, out.n_contacts]
 
-                key = f"{self.env_name}|{sorted(self.config_overrides.items())}|{mode}"
+                overrides = sorted(self.config_overrides.items())
+                key = f"{self.env_name}|{overrides}|{mode}|{method}"
                 fn = exported_or_jit(flat, (leaves, action), key, active_cache_dir())
-                self._single_steps[(mode, treedef)] = fn
+                self._single_steps[(mode, method, treedef)] = fn
             out = fn(leaves, action)
             if mode == "jacobian":
                 return tuple(out)
             n = len(leaves)
-            jac, nonsmooth = (out[n + 2], out[n + 3]) if mode != "step" else (None, None)
+            jac = (None, None, None) if mode == "step" else tuple(out[n + 2 : n + 5])
             new_state = jax.tree.unflatten(treedef, out[:n])
-            return Transition(new_state, out[n], out[n + 1], jac, out[-2], out[-1], nonsmooth)
+            return Transition(new_state, out[n], out[n + 1], jac[0], out[-2], out[-1], *jac[1:])
 
     def spaces(self) -> tuple[spaces.Box, spaces.Box]:
         """Observation and action spaces (Gymnasium ``Box``) at this precision.
@@ -272,45 +298,53 @@ class Simulator:
         s_next, jac = self._fd(s, action, warmstart)
         return s_next, jac, self.nonsmooth_columns(action)
 
-    def transition(self, state: Any, action: jax.Array, jacobian: bool) -> Transition:
+    def transition(
+        self, state: Any, action: jax.Array, jacobian: bool, method: str = "unrolled"
+    ) -> Transition:
         """One control step from ``state`` (pure; ``jit``/``vmap`` it).
 
         The Jacobian is ``jax.jacfwd`` through the whole un-wrapped Playground
         ``step`` (all substeps, action written to the controls), in the tangent
         space of :class:`StateSpace`; the primal step comes out of the same pass.
-        Forward mode also differentiates through the solver's while loops; where
-        the solver stops before its first iteration, its tangent is the
-        implicit one at the solution (:mod:`jacobian_wrappers._solver_tangent`).
+        How the tangents pass the constraint solver is ``method``
+        (:mod:`jacobian_wrappers._solver_tangent`): ``"unrolled"`` (through every
+        solver iteration: exact as it stands) or ``"implicit"`` (fast; exact
+        where ``verified``, and the caller recomputes the others unrolled, as
+        :meth:`step_jacobian` and ``PlaygroundVecEnv`` do).
 
         Args:
             state: Playground ``State``.
             action: Action, shape ``(d_a,)``.
             jacobian: Whether to compute ``[J_s | J_a]``.
+            method: ``"implicit"`` or ``"unrolled"``.
         """
         space = self.space
         action = action.astype(state.obs.dtype)
         s = space.get(state.data)
+        verified = None
         if not jacobian:
             new = self.env.step(state, action)
             s_next, jac = space.get(new.data), None
         else:
+            data = reset_unverified(state.data)
 
             def step_from(x: jax.Array) -> tuple[jax.Array, Any]:
                 s_in = space.perturb(s, x[: space.tangent_dim])
                 new = self.env.step(
-                    state.replace(data=space.set(state.data, s_in)),
+                    state.replace(data=space.set(data, s_in)),
                     action + x[space.tangent_dim :],
                 )
                 s_out = space.get(new.data)
                 return space.difference(jax.lax.stop_gradient(s_out), s_out), (new, s_out)
 
             x0 = jnp.zeros(space.tangent_dim + self.action_size, dtype=s.dtype)
-            with solver_tangents():
+            with solver_tangents(method):
                 jac, (new, s_next) = jax.jacfwd(step_from, has_aux=True)(x0)
+            verified = unverified_substeps(new.data) == 0
         finite = jnp.isfinite(s_next).all() & jnp.isfinite(new.obs).all()
         nonsmooth = self.nonsmooth_columns(new.data.ctrl) if jacobian else None
         return Transition(
-            _strong(new), s, s_next, jac, finite, active_contacts(new.data), nonsmooth
+            _strong(new), s, s_next, jac, finite, active_contacts(new.data), nonsmooth, verified
         )
 
 
@@ -318,6 +352,25 @@ class TaskAttributes:
     """What both envs of this package tell about their task, read from their ``sim``."""
 
     sim: Simulator
+    env_name: str
+    precision: str
+    backend: str
+    jacobian_method: str
+
+    @property
+    def jacobian_source(self) -> dict[str, Any]:
+        """What a data set records of these Jacobians (``jacobian_wrappers.dataset_meta``)."""
+        sim = self.sim
+        return {
+            "env_name": self.env_name,
+            "precision": self.precision,
+            "dt": sim.dt,
+            "state_labels": tuple(sim.space.labels),
+            "tangent_labels": tuple(sim.space.tangent_labels),
+            "action_labels": tuple(sim.action_labels),
+            "backend": self.backend,
+            "jacobian_method": self.jacobian_method,
+        }
 
     @property
     def state_labels(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from jacobian_wrappers._validation import (
     check_array,
     check_backend,
     check_int,
+    check_jacobian_method,
     check_optional_int,
 )
 from jacobian_wrappers.jacobian_wrapper import resolve_info_keys
@@ -48,9 +49,9 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
     ``infos[i]["terminal_observation"]`` and ``infos[i]["TimeLimit.truncated"]``.
 
     On steps with Jacobians, ``infos[i]`` carries the keys of
-    :class:`~jacobian_wrappers.JacobianWrapper` (``"state"``, ``"next_state"``,
-    ``"jacobian_state"``, ``"jacobian_action"``, ``"jacobian_nonsmooth"``); on
-    other steps they are absent.
+    :class:`~jacobian_wrappers.JacobianWrapper` (``"state"``, ``"action"``,
+    ``"next_state"``, ``"jacobian_state"``, ``"jacobian_action"``,
+    ``"jacobian_nonsmooth"``); on other steps they are absent.
     A step whose state turns non-finite sets ``infos[i]["nonfinite"] = True``,
     ends the episode as truncated and resets that env; its
     ``terminal_observation`` is the last finite observation. Every step's
@@ -81,13 +82,19 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             ``"mujoco"`` (the jitted step without Jacobians, then MuJoCo's C
             finite differences of the same steps, threaded over all cores; not
             exact, see docs/env.md#backends).
+        jacobian_method: How the exact (``"mjx"``) Jacobians pass the constraint
+            solver: ``"implicit"`` (default: differentiated at its solution, and
+            where that is not verified exact for a transition, that transition
+            is recomputed ``"unrolled"`` in a second, smaller call; counts in
+            :attr:`jacobian_counts`) or ``"unrolled"`` (through every solver
+            iteration). Both give the same Jacobians (docs/env.md#exact-and-fast).
 
     Raises:
         TypeError: ``n_envs``, ``seed``, ``jacobian_every`` or ``episode_length``
             not an int, or ``config_overrides`` not a dict.
         ValueError: ``n_envs < 1``, ``jacobian_every < 1``, ``episode_length < 1``,
-            unknown ``precision``, ``backend``, ``env_name`` or config key. All
-            checked before anything compiles.
+            unknown ``precision``, ``backend``, ``jacobian_method``, ``env_name``
+            or config key. All checked before anything compiles.
     """
 
     def __init__(
@@ -104,9 +111,11 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         compilation_cache: Any = None,
         info_keys: dict[str, str] | None = None,
         backend: str = "mjx",
+        jacobian_method: str = "implicit",
     ) -> None:
         n_envs = check_int(n_envs, "n_envs", minimum=1)
         self.backend = check_backend(backend)
+        self.jacobian_method = check_jacobian_method(jacobian_method)
         self.info_keys = resolve_info_keys(info_keys)
         seed = check_int(seed, "seed")
         jacobian_every = check_int(jacobian_every, "jacobian_every", minimum=1)
@@ -131,16 +140,25 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         self._elapsed: jax.Array | None = None
         self._obs: np.ndarray | None = None
         self.last_transition: dict[str, np.ndarray] = {}
+        #: Transitions whose exact Jacobians came out of the one jitted step
+        #: (``"step"``) and those recomputed ``"unrolled"`` because the implicit
+        #: solver tangent could not be verified (``"recomputed"``).
+        self.jacobian_counts = {"step": 0, "recomputed": 0}
         self._step_fns = {
             flag: self.sim.scoped(jax.jit(self._make_step(flag))) for flag in (False, True)
         }
+        self._recompute_fn: Any = None  # compiled when first needed
 
     # ---------------------------------------------------------- the one call
     def _make_step(self, with_jacobian: bool):
         sim, limit = self.sim, self.episode_length
 
+        method = self.jacobian_method
+
         def step(state: Any, keys: jax.Array, elapsed: jax.Array, actions: jax.Array):
-            out = jax.vmap(lambda st, a: sim.transition(st, a, with_jacobian))(state, actions)
+            out = jax.vmap(lambda st, a: sim.transition(st, a, with_jacobian, method))(
+                state, actions
+            )
             elapsed = elapsed + 1
             terminated = (out.state.done > 0) & out.finite
             truncated = (elapsed >= limit) | ~out.finite
@@ -174,6 +192,7 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             if with_jacobian:
                 parts.append(out.jacobian.reshape(out.jacobian.shape[0], -1))
                 parts.append(out.nonsmooth)
+                parts.append(out.verified[:, None])
             host = jnp.concatenate([p.astype(dtype) for p in parts], axis=1)
             return new_state, keys, elapsed, host
 
@@ -222,6 +241,7 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         self._step_count += 1
         in_step = with_jac and self.backend == "mjx"
         warm = self.warmstarts if with_jac and not in_step else None
+        before = self._state
         self._state, self._keys, self._elapsed, host = self._step_fns[in_step](
             self._state, self._keys, self._elapsed, self._actions
         )
@@ -248,7 +268,12 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             d_t = self.sim.space.tangent_dim
             cols = d_t + self.sim.action_size
             if in_step:
-                flat, nonsmooth = rest[:, : d_t * cols], rest[:, d_t * cols :] > 0
+                flat, nonsmooth = rest[:, : d_t * cols], rest[:, d_t * cols : -1] > 0
+                redo = np.flatnonzero(rest[:, -1] == 0)
+                self.jacobian_counts["step"] += self.num_envs - len(redo)
+                if len(redo):
+                    flat, nonsmooth = flat.copy(), nonsmooth.copy()
+                    flat[redo], nonsmooth[redo] = self._recompute(before, redo)
             else:
                 _, jac, nonsmooth = self.sim.fd_jacobian(s, self._actions, warm)
                 flat = jac.astype(s.dtype).reshape(self.num_envs, -1)
@@ -260,6 +285,7 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             keys = self.info_keys
             for i, info in enumerate(infos):
                 info[keys["state"]] = s[i]
+                info[keys["action"]] = self._actions[i]
                 info[keys["next_state"]] = s_next[i]
                 info[keys["jacobian_state"]] = jac[i, :, :d_t]
                 info[keys["jacobian_action"]] = jac[i, :, d_t:]
@@ -273,6 +299,63 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
                 infos[i]["nonfinite"] = True
         self._obs = obs
         return obs.copy(), rewards, dones, infos
+
+    def _recompute(self, state: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact Jacobians of envs ``rows`` of the step just taken from ``state``, unrolled.
+
+        Called where the implicit solver tangent of a transition could not be
+        verified. Rows go in chunks of a fixed size (at most 8, one compile),
+        the last padded by repeating a row; the rows are picked inside the
+        jitted call (picking each leaf of MJX's state eagerly costs ~100
+        dispatches).
+        """
+        chunk = min(self.num_envs, 8)
+        if self._recompute_fn is None:
+            sim = self.sim
+
+            def jacobians(state: Any, idx: jax.Array, actions: jax.Array):
+                picked = jax.tree.map(lambda x: x[idx], state)
+                out = jax.vmap(lambda st, a: sim.transition(st, a, True, "unrolled"))(
+                    picked, actions[idx]
+                )
+                return out.jacobian.reshape(chunk, -1), out.nonsmooth
+
+            self._recompute_fn = self.sim.scoped(jax.jit(jacobians))
+        flats, flags = [], []
+        actions = np.asarray(self._actions, dtype=self.sim.dtype)
+        for lo in range(0, len(rows), chunk):
+            part = rows[lo : lo + chunk]
+            idx = np.concatenate([part, np.full(chunk - len(part), part[-1])]).astype(np.int32)
+            flat, nonsmooth = self._recompute_fn(state, idx, actions)
+            flats.append(np.asarray(flat)[: len(part)])
+            flags.append(np.asarray(nonsmooth)[: len(part)])
+        self.jacobian_counts["recomputed"] += len(rows)
+        return np.concatenate(flats), np.concatenate(flags)
+
+    def warm_up(self) -> None:
+        """Compile every program a step may run, so that no later step pauses to compile.
+
+        The step with and without Jacobians compile at the first step that
+        needs them; the unrolled recomputation of unverified transitions
+        (``jacobian_method="implicit"``) compiles when the first one occurs,
+        which can be thousands of steps in. Call this before timing steps.
+        Resets the envs if they were not reset yet; their states do not change.
+        """
+        if self._state is None:
+            self.reset()
+        zeros = np.zeros((self.num_envs, *self.action_space.shape), self.sim.dtype)
+        with_jac = self.jacobians and self.backend == "mjx"
+        for flag in {False, with_jac}:  # pure: runs a step whose result is dropped
+            jax.block_until_ready(
+                self._step_fns[flag](self._state, self._keys, self._elapsed, zeros)
+            )
+        if with_jac and self.jacobian_method == "implicit":
+            saved, self._actions = self._actions, zeros
+            try:
+                self._recompute(self._state, np.zeros(1, np.int64))
+                self.jacobian_counts["recomputed"] -= 1  # a warm-up, not a transition
+            finally:
+                self._actions = saved
 
     def close(self) -> None:
         """Drop the simulator state."""
