@@ -49,7 +49,7 @@ def _batch(sim: jw.Simulator, n: int, warmup: int, seed: int = 0):
         step = jax.jit(jax.vmap(lambda s, a: sim.transition(s, a, False).state))
         for _ in range(warmup):
             state = step(state, jnp.asarray(rng.uniform(-1, 1, (n, sim.action_size))))
-    return state, jnp.asarray(rng.uniform(-1, 1, (n, sim.action_size)))
+        return state, jnp.asarray(rng.uniform(-1, 1, (n, sim.action_size)), dtype=sim.dtype)
 
 
 def _solver_stats(sim: jw.Simulator, state, actions) -> dict[str, float]:
@@ -73,7 +73,7 @@ def _solver_stats(sim: jw.Simulator, state, actions) -> dict[str, float]:
 
     def substeps(data, ctrl):
         def body(d, _):
-            d = mjx.step(m, d.replace(ctrl=ctrl))
+            d = mjx.step(m, d.replace(ctrl=ctrl.astype(d.ctrl.dtype)))
             impl = d._impl
             active = jnp.sum(impl.efc_force != 0)
             return d, (impl.solver_niter, active, active_contacts(d))

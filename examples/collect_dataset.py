@@ -34,9 +34,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--jacobian-method",
-        default="implicit",
+        default=None,
         choices=("implicit", "unrolled"),
-        help="how exact (mjx) Jacobians pass the constraint solver; the same Jacobians",
+        help="how exact (mjx) Jacobians pass the constraint solver; the same Jacobians "
+        "(default: implicit in float64, unrolled in float32)",
     )
     parser.add_argument("--episode-length", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)

@@ -12,6 +12,7 @@ __all__ = [
     "check_int",
     "check_jacobian_method",
     "check_optional_int",
+    "resolve_jacobian_method",
 ]
 
 #: Who computes the Jacobians: exact autodiff through MJX, or MuJoCo's C finite differences.
@@ -49,6 +50,22 @@ def check_jacobian_method(method: object) -> str:
         "solver iteration"
     )
     return _check_choice("jacobian_method", method, JACOBIAN_METHODS, meaning)
+
+
+def resolve_jacobian_method(method: object, precision: str) -> str:
+    """``method``, checked; ``None`` gives the faster exact method at ``precision``.
+
+    ``"implicit"`` in float64. In float32 round-off keeps most capped solver
+    runs from ending on a full, verifiable Newton step (CheetahRun: 69 % of
+    transitions unverified, hence computed twice), so ``None`` gives
+    ``"unrolled"`` there (docs/performance.md#jacobians-of-the-envs).
+
+    Raises:
+        ValueError: ``method`` neither ``None`` nor one of :data:`JACOBIAN_METHODS`.
+    """
+    if method is None:
+        return "implicit" if precision == "float64" else "unrolled"
+    return check_jacobian_method(method)
 
 
 def check_int(value: object, name: str, minimum: int | None = None) -> int:

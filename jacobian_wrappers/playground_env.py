@@ -13,8 +13,8 @@ import numpy as np
 from jacobian_wrappers._validation import (
     check_array,
     check_backend,
-    check_jacobian_method,
     check_optional_int,
+    resolve_jacobian_method,
 )
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
@@ -72,8 +72,9 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
             C finite differences of the same step, threaded; not exact, see
             docs/env.md#backends). The env's own steps are MJX's either way.
         jacobian_method: How exact (``"mjx"``) Jacobians pass the constraint
-            solver, ``"implicit"`` (default) or ``"unrolled"``; the same
-            Jacobians either way (see ``PlaygroundVecEnv``).
+            solver, ``"implicit"`` or ``"unrolled"``; the same Jacobians either
+            way. ``None`` (default): ``"implicit"`` in float64, ``"unrolled"`` in
+            float32 (see ``PlaygroundVecEnv``).
 
     Raises:
         TypeError: ``seed`` or ``episode_length`` not an int, ``config_overrides``
@@ -96,10 +97,10 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         render_mode: str | None = None,
         compilation_cache: Any = None,
         backend: str = "mjx",
-        jacobian_method: str = "implicit",
+        jacobian_method: str | None = None,
     ) -> None:
         self.backend = check_backend(backend)
-        self.jacobian_method = check_jacobian_method(jacobian_method)
+        self.jacobian_method = resolve_jacobian_method(jacobian_method, precision)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         seed = check_optional_int(seed, "seed")

@@ -23,7 +23,7 @@ from jacobian_wrappers._solver_tangent import (
     solver_tangents,
     unverified_substeps,
 )
-from jacobian_wrappers._validation import check_jacobian_method
+from jacobian_wrappers._validation import resolve_jacobian_method
 from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compilation_cache
 from jacobian_wrappers.registry import check_config_overrides, check_env_name, task_config
 from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
@@ -169,21 +169,23 @@ class Simulator:
         """Compiled :meth:`transition` without Jacobian."""
         return self._single_step("step", "unrolled", state, action)
 
-    def step_jacobian(self, state: Any, action: Any, method: str = "implicit") -> Transition:
+    def step_jacobian(self, state: Any, action: Any, method: str | None = None) -> Transition:
         """Compiled :meth:`transition` with its exact Jacobian.
 
         With ``method="implicit"`` a transition whose implicit solver tangent is
         not verified exact is recomputed with ``"unrolled"`` (a second program,
         compiled when first needed), so the Jacobian is the same either way;
-        ``verified`` stays the implicit pass's (``False``: recomputed).
+        ``verified`` stays the implicit pass's (``False``: recomputed). ``None``:
+        ``"implicit"`` in float64, ``"unrolled"`` in float32 (the faster there).
         """
-        out = self._single_step("step+jacobian", check_jacobian_method(method), state, action)
+        method = resolve_jacobian_method(method, self.precision)
+        out = self._single_step("step+jacobian", method, state, action)
         if bool(out.verified):
             return out
         _, _, jac, nonsmooth, _ = self._single_step("jacobian", "unrolled", state, action)
         return out._replace(jacobian=jac, nonsmooth=nonsmooth)
 
-    def jacobian(self, state: Any, action: Any, method: str = "implicit") -> tuple[jax.Array, ...]:
+    def jacobian(self, state: Any, action: Any, method: str | None = None) -> tuple[jax.Array, ...]:
         """``(s, s_next, [J_s | J_a], nonsmooth)`` of the step from ``state``, compiled alone.
 
         The program computes nothing the Jacobian does not need (no reward, no
@@ -191,7 +193,8 @@ class Simulator:
         same transition costs about what one combined pass would. ``method`` as
         in :meth:`step_jacobian`.
         """
-        out = self._single_step("jacobian", check_jacobian_method(method), state, action)
+        method = resolve_jacobian_method(method, self.precision)
+        out = self._single_step("jacobian", method, state, action)
         if not bool(out[-1]):
             out = self._single_step("jacobian", "unrolled", state, action)
         return tuple(out[:-1])

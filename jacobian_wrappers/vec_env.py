@@ -20,8 +20,8 @@ from jacobian_wrappers._validation import (
     check_array,
     check_backend,
     check_int,
-    check_jacobian_method,
     check_optional_int,
+    resolve_jacobian_method,
 )
 from jacobian_wrappers.jacobian_wrapper import resolve_info_keys
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
@@ -83,11 +83,13 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             finite differences of the same steps, threaded over all cores; not
             exact, see docs/env.md#backends).
         jacobian_method: How the exact (``"mjx"``) Jacobians pass the constraint
-            solver: ``"implicit"`` (default: differentiated at its solution, and
-            where that is not verified exact for a transition, that transition
-            is recomputed ``"unrolled"`` in a second, smaller call; counts in
+            solver: ``"implicit"`` (differentiated at its solution, and where
+            that is not verified exact for a transition, that transition is
+            recomputed ``"unrolled"`` in a second, smaller call; counts in
             :attr:`jacobian_counts`) or ``"unrolled"`` (through every solver
             iteration). Both give the same Jacobians (docs/env.md#exact-and-fast).
+            ``None`` (default): ``"implicit"`` in float64, ``"unrolled"`` in
+            float32, the faster of the two there.
 
     Raises:
         TypeError: ``n_envs``, ``seed``, ``jacobian_every`` or ``episode_length``
@@ -111,11 +113,11 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         compilation_cache: Any = None,
         info_keys: dict[str, str] | None = None,
         backend: str = "mjx",
-        jacobian_method: str = "implicit",
+        jacobian_method: str | None = None,
     ) -> None:
         n_envs = check_int(n_envs, "n_envs", minimum=1)
         self.backend = check_backend(backend)
-        self.jacobian_method = check_jacobian_method(jacobian_method)
+        self.jacobian_method = resolve_jacobian_method(jacobian_method, precision)
         self.info_keys = resolve_info_keys(info_keys)
         seed = check_int(seed, "seed")
         jacobian_every = check_int(jacobian_every, "jacobian_every", minimum=1)

@@ -136,13 +136,25 @@ def test_vec_env_recomputes_unverified_rows() -> None:
 def test_jacobian_method_is_checked_before_compiling() -> None:
     for make in (
         lambda: jw.PlaygroundVecEnv("CartpoleBalance", 2, jacobian_method="exact"),
-        lambda: jw.PlaygroundEnv("CartpoleBalance", jacobian_method=None),
+        lambda: jw.PlaygroundEnv("CartpoleBalance", jacobian_method=1),
     ):
         with pytest.raises(ValueError, match=r"jacobian_method must be one of \('implicit'"):
             make()
     env = jw.PlaygroundEnv("CartpoleBalance")
     with pytest.raises(ValueError, match="jacobian_method='unrolled': a Playground env"):
         jw.JacobianWrapper(env, jacobian_method="unrolled")
+
+
+def test_default_method_follows_the_precision() -> None:
+    """Implicit in float64; unrolled in float32, where round-off leaves most capped solves
+    unverified (each computed twice); an explicit choice wins."""
+    for precision, method in (("float64", "implicit"), ("float32", "unrolled")):
+        assert jw.PlaygroundVecEnv("CartpoleBalance", 2, precision=precision).jacobian_method == (
+            method
+        )
+        assert jw.PlaygroundEnv("CartpoleBalance", precision=precision).jacobian_method == method
+    env = jw.PlaygroundVecEnv("CartpoleBalance", 2, precision="float32", jacobian_method="implicit")
+    assert env.jacobian_method == "implicit"
 
 
 def test_cartpole_implicit_and_unrolled_agree(cartpole64) -> None:
