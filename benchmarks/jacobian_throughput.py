@@ -122,11 +122,14 @@ def fd_stepper(env_name: str, n: int, n_threads: int):
 VARIANTS = ("vec", "exact", "unrolled", "bound", "fd1", "fd2")
 
 
-def _steppers(env_name: str, n: int, precision: str, skip: list[str]) -> dict:
-    """The variants' step callables, those in ``skip`` left out (``"fd"``: both FDs)."""
+def _steppers(env_name: str, n: int, precision: str, skip: list[str], method=None) -> dict:
+    """The variants' step callables, those in ``skip`` left out (``"fd"``: both FDs).
+
+    ``method`` is the exact variant's ``jacobian_method`` (``None``: the default).
+    """
     makers = {
         "vec": lambda: vec_stepper(env_name, n, precision, jacobians=False),
-        "exact": lambda: vec_stepper(env_name, n, precision),
+        "exact": lambda: vec_stepper(env_name, n, precision, jacobian_method=method),
         "unrolled": lambda: vec_stepper(env_name, n, precision, jacobian_method="unrolled"),
         "bound": lambda: bound_stepper(env_name, n, precision),
         "fd1": lambda: fd_stepper(env_name, n, 1),
@@ -148,6 +151,12 @@ def main() -> None:
         choices=["unrolled", "bound", "fd"],
         help="variants left out (each compiles its own programs: minutes per env in float64)",
     )
+    parser.add_argument(
+        "--jacobian-method",
+        default=None,
+        choices=["implicit", "unrolled"],
+        help="the exact variant's method (default: the env's default for the precision)",
+    )
     args = parser.parse_args()
 
     print(
@@ -163,7 +172,7 @@ def main() -> None:
     nan = float("nan")
     for env_name in args.envs:
         for n in args.n_envs:
-            fns = _steppers(env_name, n, args.precision, args.skip)
+            fns = _steppers(env_name, n, args.precision, args.skip, args.jacobian_method)
             r = dict.fromkeys(VARIANTS, nan)
             r |= interleaved_rates(fns, dict.fromkeys(fns, n), len(fns) * args.seconds)
             counts = fns["exact"].venv.jacobian_counts
