@@ -182,7 +182,7 @@ class Simulator:
         out = self._single_step("step+jacobian", method, state, action)
         if bool(out.verified):
             return out
-        _, _, jac, nonsmooth, _ = self._single_step("jacobian", "unrolled", state, action)
+        _, _, jac, nonsmooth = self.jacobian(state, action, "unrolled")
         return out._replace(jacobian=jac, nonsmooth=nonsmooth)
 
     def jacobian(self, state: Any, action: Any, method: str | None = None) -> tuple[jax.Array, ...]:
