@@ -11,9 +11,15 @@ CheetahRun-sized synthetic batches (``d_s = 18``, ``d_a = 6``), the study's
 * ``state-jacobian`` supervising ``k`` random Jacobian columns per sample by
   forward mode (analytic and ``torch.func.jvp``).
 
+With ``--models``, the masked models (:mod:`world_models.masked`; per-output
+heads of ``--head-width`` units) train ``state``, the sparse-only Jacobian
+loss and mask supervision (``state-mask``) in the same rounds
+(``local_mask:state-mask``, ...), all as ratios to the MLP's ``state``.
+
 All variants are timed in alternating rounds after a warm-up, and the median
 of the rounds is reported, so the ratios see the same machine load.
-Targets: every exact Jacobian mode <= 15x ``state``, column subset <= 4x.
+Targets: every exact Jacobian mode <= 15x ``state``, column subset <= 4x;
+a masked model's training step <= 3x the MLP's ``state``.
 
 With ``--autocast``, the same variants also run under bfloat16 autocast
 (``TrainConfig(autocast=True)``; ``+bf16`` in the table), in the same rounds,
@@ -21,6 +27,7 @@ and each gets its speed-up over its float32 twin.
 
     python benchmarks/world_model_speed.py [--rounds 5] [--seconds 1.5] [--threads N]
         [--autocast] [--variants state state-jacobian state-jacobian@k1 ...]
+        [--models global_mask local_mask codebook_mask] [--head-width 64]
 """
 
 from __future__ import annotations
@@ -32,7 +39,18 @@ from collections.abc import Callable
 
 import torch
 
-from world_models import LOSS_MODES, Batch, DynamicsMLP, compute_loss
+from world_models import (
+    MASKED_MODELS,
+    STUDY_LOSS_MODES,
+    Batch,
+    DynamicsMLP,
+    DynamicsModel,
+    build_model,
+    compute_loss,
+)
+
+#: Loss modes timed for each masked model.
+MASKED_VARIANTS = ("state", "state-jacobian-l1-sparse-only", "state-mask")
 
 
 def make_batch(n: int, d_s: int, d_a: int, seed: int = 0) -> Batch:
@@ -51,12 +69,14 @@ def make_batch(n: int, d_s: int, d_a: int, seed: int = 0) -> Batch:
     )
 
 
-def make_step(variant: str, model: DynamicsMLP, batch: Batch) -> Callable[[], None]:
+def make_step(variant: str, model: DynamicsModel, batch: Batch) -> Callable[[], None]:
     """One training step of ``variant``: a loss mode, ``...@jacrev`` or ``...@k<n>``.
 
-    A ``+bf16`` suffix runs the loss under bfloat16 autocast.
+    A ``+bf16`` suffix runs the loss under bfloat16 autocast; a ``model:``
+    prefix names the (masked) model, which ``model`` must be.
     """
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-3)
+    opt = torch.optim.Adam(model.parameter_groups(1e-3, 0.0), lr=2e-3)
+    variant = variant.partition(":")[2] or variant
     variant, bf16 = variant.removesuffix("+bf16"), variant.endswith("+bf16")
     mode, _, how = variant.partition("@")
 
@@ -66,6 +86,7 @@ def make_step(variant: str, model: DynamicsMLP, batch: Batch) -> Callable[[], No
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        model.after_step()
 
     def _loss() -> torch.Tensor:
         if how == "jacrev":
@@ -117,25 +138,39 @@ def main() -> None:
     parser.add_argument("--columns", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--variants", nargs="+", default=None, help="default: all")
     parser.add_argument("--autocast", action="store_true", help="also time bfloat16 autocast")
+    parser.add_argument(
+        "--models", nargs="+", default=[], choices=MASKED_MODELS, help="also time these models"
+    )
+    parser.add_argument("--head-width", type=int, default=64, help="units per head (masked)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = make_batch(args.batch_size, args.d_s, args.d_a)
-    variants = [*LOSS_MODES, "state-jacobian@jacrev"]
+    variants = [*STUDY_LOSS_MODES, "state-jacobian@jacrev"]
     variants += [f"state-jacobian@k{k}" for k in args.columns]
     variants += [f"state-jacobian-l1-sparse-only@k{args.columns[-1]}"]
     variants += [f"state-jacobian@k{args.columns[0]}-jvp"]
     if args.variants:
         variants = list(dict.fromkeys(["state", *args.variants]))
+    variants += [f"{m}:{mode}" for m in args.models for mode in MASKED_VARIANTS]
     if args.autocast:
         variants = [x for v in variants for x in (v, f"{v}+bf16")]
     steps = {}
     for v in variants:
-        model = DynamicsMLP(args.d_s, args.d_a, width=args.width, depth=args.depth).train()
+        name, _, _ = v.rpartition(":")
+        if name:
+            model = build_model(
+                name, args.d_s, args.d_a, width=args.head_width, depth=args.depth
+            ).train()
+            model.straight_through = not v.endswith("state-mask")  # as the Trainer sets it
+        else:
+            model = DynamicsMLP(args.d_s, args.d_a, width=args.width, depth=args.depth).train()
         steps[v] = make_step(v, model, batch)
+    heads = f", masked heads {args.depth}x{args.head_width}" if args.models else ""
     print(
-        f"d_s={args.d_s} d_a={args.d_a} MLP {args.depth}x{args.width} batch {args.batch_size}, "
+        f"d_s={args.d_s} d_a={args.d_a} MLP {args.depth}x{args.width}{heads} "
+        f"batch {args.batch_size}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"median of {args.rounds} alternating rounds of {args.seconds} s"
     )

@@ -1,21 +1,30 @@
-r"""The study's Q4 experiment: world models trained with each loss, per env and seed.
+r"""The study's Q4 experiment: world models trained with each loss, per env, model and seed.
 
-For every env (the data files are grouped by the env they hold), every loss
-mode and every seed, a world model is trained and evaluated on the test
-split. Written to ``--out``:
+For every env (the data files are grouped by the env they hold), every model
+(``--model``: ``mlp``, the study's, and the masked ``global_mask``,
+``local_mask``, ``codebook_mask``), every loss mode and every seed, a world
+model is trained and evaluated on the test split, and, with ``--shift-data``,
+on every row of other data of the same env (another policy's: distribution
+shift; metrics prefixed ``shift_``). ``state-mask`` (mask supervision) runs
+for the masked models only. Written to ``--out``:
 
 * ``runs.csv``: one row per run (every metric); ``runs/*.json`` per run, so a
   rerun skips finished runs;
-* ``results.csv`` and ``results.md``: mean ± std over seeds per env and mode;
+* ``results.csv`` and ``results.md``: mean ± std over seeds per env, model and mode;
 * ``fig8_test_mse.png``: test next-state MSE per loss mode (Figure 8, left);
 * ``fig8_induced_sparsity.png``: induced sparsity per loss mode next to the
   target sparsity, log scale (Figure 8, right);
 * ``multistep_error.png``: open-loop error over horizons ``1..H``;
+* ``mse_vs_f1.png`` (with masked models): test MSE against the zero-pattern
+  F1 of every run, one marker per model;
 * ``tb/``: TensorBoard logs of every run.
 
     python examples/train_world_models.py --data cartpole.h5 cheetah.h5 \\
         --losses all --seeds 1-5 --epochs 100 --out results/q4 [--column-subset 2]
         [--jacobian-columns K] [--workers 2] [--eval-every 10] [--autocast]
+    python examples/train_world_models.py --data cheetah_random.h5 \\
+        --model mlp local_mask codebook_mask --losses state,state-mask \\
+        --shift-data cheetah_expert.h5 --out results/masks
 
 ``--workers N`` trains N runs at a time in separate processes, each with
 ``cores / N`` torch threads: on a CPU, independent runs use the cores better
@@ -42,7 +51,15 @@ from pathlib import Path
 
 import numpy as np
 
-from world_models import LOSS_MODES, TrainConfig, open_datasets, train
+from world_models import (
+    LOSS_MODES,
+    MASKED_MODELS,
+    MODELS,
+    TrainConfig,
+    Trainer,
+    open_datasets,
+    supervises_mask,
+)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -82,15 +99,35 @@ def run_label(mode: str, columns: int | None) -> str:
     return mode if columns is None else f"{mode} [k={columns} cols]"
 
 
-def run_one(env: str, files: list[str], mode: str, columns: int | None, seed: int, args) -> dict:
+def run_tag(env: str, model: str, label: str, seed: int) -> str:
+    """File name of a run (the study's MLP runs keep their names without the model)."""
+    safe = "".join(c if c.isalnum() or c == "-" else "_" for c in label)
+    prefix = env if model == "mlp" else f"{env}_{model}"
+    return f"{prefix}_{safe}_s{seed}"
+
+
+def run_one(
+    env: str,
+    files: list[str],
+    model: str,
+    mode: str,
+    columns: int | None,
+    seed: int,
+    shift: list[str],
+    args,
+) -> dict:
     """Train and evaluate one model, or read back the result of a finished run."""
     label = run_label(mode, columns)
-    safe = "".join(c if c.isalnum() or c == "-" else "_" for c in label)
-    tag = f"{env}_{safe}_s{seed}"
+    tag = run_tag(env, model, label, seed)
     done = args.out / "runs" / f"{tag}.json"
     if done.exists():
         return json.loads(done.read_text())
     config = TrainConfig(
+        model=model,
+        head_width=args.head_width,
+        mask_width=args.mask_width,
+        codebook_size=args.codebook_size,
+        weight_decay=args.weight_decay,
         epochs=args.epochs,
         seed=seed,
         width=args.width,
@@ -106,10 +143,13 @@ def run_one(env: str, files: list[str], mode: str, columns: int | None, seed: in
         eval_every=args.eval_every,
         autocast=args.autocast,
     )
-    result = train(files, mode, config)
-    row = {"env": env, "loss": label, "seed": seed, "seconds": result.seconds}
+    trainer = Trainer(files, mode, config)
+    result = trainer.fit()
+    row = {"env": env, "model": model, "loss": label, "seed": seed, "seconds": result.seconds}
     row["samples_per_second"] = result.samples_per_second
     row.update(result.metrics.flat())
+    if shift:
+        row.update({f"shift_{k}": v for k, v in trainer.evaluate_on(shift).flat().items()})
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(row))
     return row
@@ -117,16 +157,16 @@ def run_one(env: str, files: list[str], mode: str, columns: int | None, seed: in
 
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and std over seeds of every numeric column, per env and loss."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["env"], r["loss"])].append(r)
+        groups[(r["env"], r.get("model", "mlp"), r["loss"])].append(r)
     out = []
-    for (env, loss), runs in groups.items():
-        agg: dict = {"env": env, "loss": loss, "seeds": len(runs)}
-        for key in runs[0]:
-            if key in ("env", "loss", "seed"):
+    for (env, model, loss), runs in groups.items():
+        agg: dict = {"env": env, "model": model, "loss": loss, "seeds": len(runs)}
+        for key in dict.fromkeys(k for r in runs for k in r):
+            if key in ("env", "model", "loss", "seed"):
                 continue
-            vals = np.array([float(r[key]) for r in runs], dtype=float)
+            vals = np.array([float(r.get(key, math.nan)) for r in runs], dtype=float)
             agg[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
             agg[f"{key}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else math.nan
         out.append(agg)
@@ -154,19 +194,27 @@ def write_tables(rows: list[dict], agg: list[dict], out: Path, thresholds: list[
     ]
     for t in thresholds:
         cols += [(f"induced @{t:g}", f"induced_sparsity@{t:g}")]
-    t0 = thresholds[-1]
+    t0, t_data = thresholds[-1], thresholds[0]
     cols += [
         (f"target @{t0:g}", f"target_sparsity@{t0:g}"),
         (f"zero precision @{t0:g}", f"zero_precision@{t0:g}"),
         (f"zero recall @{t0:g}", f"zero_recall@{t0:g}"),
+        (f"zero F1 @{t_data:g}", f"zero_f1@{t_data:g}"),
+        (f"per-sample zero F1 @{t_data:g}", f"sample_zero_f1@{t_data:g}"),
         ("10-step MSE (norm.)", "horizon_mse_normalised@10"),
-        ("s/run", "seconds"),
     ]
-    lines = ["| env | loss | seeds | " + " | ".join(c for c, _ in cols) + " |"]
-    lines.append("|" + "---|" * (len(cols) + 3))
+    if any("shift_mse_normalised_mean" in a for a in agg):
+        cols += [
+            ("shift: test MSE (norm.)", "shift_mse_normalised"),
+            (f"shift: zero F1 @{t_data:g}", f"shift_zero_f1@{t_data:g}"),
+        ]
+    cols += [("s/run", "seconds")]
+    lines = ["| env | model | loss | seeds | " + " | ".join(c for c, _ in cols) + " |"]
+    lines.append("|" + "---|" * (len(cols) + 4))
     for a in agg:
         cells = [fmt(a.get(f"{k}_mean", math.nan), a.get(f"{k}_std", math.nan)) for _, k in cols]
-        lines.append(f"| {a['env']} | {a['loss']} | {a['seeds']} | " + " | ".join(cells) + " |")
+        head = f"| {a['env']} | {a.get('model', 'mlp')} | {a['loss']} | {a['seeds']} | "
+        lines.append(head + " | ".join(cells) + " |")
     targets = {
         a["env"]: ", ".join(
             f"{t:g}: {a.get(f'target_sparsity@{t:g}_mean', math.nan):.3g}" for t in thresholds
@@ -178,12 +226,54 @@ def write_tables(rows: list[dict], agg: list[dict], out: Path, thresholds: list[
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(agg: list[dict], out: Path, thresholds: list[float]) -> None:
+def label(a: dict) -> str:
+    """A run group's name in the figures: the loss, after the model unless it is the MLP."""
+    model = a.get("model", "mlp")
+    return a["loss"] if model == "mlp" else f"{model}: {a['loss']}"
+
+
+def plot_mse_vs_f1(rows: list[dict], out: Path, threshold: float) -> None:
+    """Test MSE against the per-sample zero-pattern F1, every run, one marker per model."""
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    markers = dict(zip(MODELS, "os^D", strict=True))
+    losses = list(dict.fromkeys(r["loss"] for r in rows))
+    colours = {loss: f"C{i}" for i, loss in enumerate(losses)}
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.8 * len(envs), 4.2), squeeze=False)
+    key = f"sample_zero_f1@{threshold:g}"
+    for ax, env in zip(axes[0], envs, strict=True):
+        for r in (r for r in rows if r["env"] == env):
+            model = r.get("model", "mlp")
+            ax.scatter(
+                r.get(key, math.nan),
+                r["mse_normalised"],
+                marker=markers.get(model, "x"),
+                color=colours[r["loss"]],
+                alpha=0.8,
+            )
+        ax.set_yscale("log")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_xlabel(f"per-sample zero-pattern F1 (|J| < {threshold:g})")
+        ax.set_ylabel("test next-state MSE (normalised)")
+        ax.set_title(env)
+    handles = [
+        plt.Line2D([], [], ls="", marker=m, color="k", label=name) for name, m in markers.items()
+    ] + [plt.Line2D([], [], ls="", marker="o", color=c, label=loss) for loss, c in colours.items()]
+    axes[0][-1].legend(handles=handles, fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(out / "mse_vs_f1.png", dpi=120)
+    plt.close(fig)
+
+
+def plot(agg: list[dict], out: Path, thresholds: list[float], rows: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if any(r.get("model", "mlp") != "mlp" for r in rows):
+        plot_mse_vs_f1(rows, out, thresholds[0])
     envs = list(dict.fromkeys(a["env"] for a in agg))
     n = len(envs)
     # Figure 8, left: test MSE per loss mode.
@@ -197,7 +287,7 @@ def plot(agg: list[dict], out: Path, thresholds: list[float]) -> None:
             yerr=[a["mse_normalised_std"] for a in rows],
             capsize=3,
         )
-        ax.set_xticks(x, [a["loss"] for a in rows], rotation=35, ha="right", fontsize=7)
+        ax.set_xticks(x, [label(a) for a in rows], rotation=35, ha="right", fontsize=7)
         ax.set_title(env)
         ax.set_ylabel("test next-state MSE (normalised)")
     fig.tight_layout()
@@ -226,7 +316,7 @@ def plot(agg: list[dict], out: Path, thresholds: list[float]) -> None:
         ax.set_yscale("log")
         ax.set_ylim(floor, 1.5)
         ax.set_xticks(
-            x + 0.4 - width / 2, [a["loss"] for a in rows], rotation=35, ha="right", fontsize=7
+            x + 0.4 - width / 2, [label(a) for a in rows], rotation=35, ha="right", fontsize=7
         )
         ax.set_title(f"{env} (bars at {floor:g} are zero)")
         ax.set_ylabel("sparsity of the Jacobian (test)")
@@ -244,7 +334,7 @@ def plot(agg: list[dict], out: Path, thresholds: list[float]) -> None:
                 if k.startswith("horizon_mse_normalised@") and k.endswith("_mean")
             )
             ax.plot(
-                hs, [a[f"horizon_mse_normalised@{h}_mean"] for h in hs], marker=".", label=a["loss"]
+                hs, [a[f"horizon_mse_normalised@{h}_mean"] for h in hs], marker=".", label=label(a)
             )
         ax.set_yscale("log")
         ax.set_xlabel("open-loop horizon (steps)")
@@ -256,9 +346,41 @@ def plot(agg: list[dict], out: Path, thresholds: list[float]) -> None:
     plt.close(fig)
 
 
+def read_runs(path: Path) -> list[dict]:
+    """Rows of a ``runs.csv``, numbers as floats (``seed`` as int)."""
+    with open(path / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    text = ("env", "model", "loss")
+    for r in rows:
+        for k, v in r.items():
+            if k not in text:
+                r[k] = int(v) if k == "seed" else float(v) if v != "" else math.nan
+    return rows
+
+
+def merge(folders: list[Path], out: Path) -> None:
+    """One set of tables and figures from the runs of several earlier ``--out`` folders."""
+    rows = [r for folder in folders for r in read_runs(folder)]
+    if not rows:
+        raise SystemExit(f"no runs in {[str(f) for f in folders]}")
+    out.mkdir(parents=True, exist_ok=True)
+    thresholds = list(TrainConfig().eval_thresholds)
+    write_tables(rows, aggregate(rows), out, thresholds)
+    plot(aggregate(rows), out, thresholds, rows)
+    print(f"{len(rows)} runs from {len(folders)} folders; tables and figures in {out}")
+    print((out / "results.md").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", nargs="+", required=True, help="HDF5 data sets (any envs)")
+    parser.add_argument("--data", nargs="+", help="HDF5 data sets (any envs)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="train nothing: merge the runs.csv of these earlier --out folders into --out",
+    )
     parser.add_argument("--losses", type=parse_losses, default=list(LOSS_MODES))
     parser.add_argument("--seeds", type=parse_seeds, default=[1, 2, 3, 4, 5])
     parser.add_argument("--epochs", type=int, default=100)
@@ -294,7 +416,33 @@ def main() -> None:
         "--autocast", action="store_true", help="bfloat16 mixed precision for the training steps"
     )
     parser.add_argument("--progress", action="store_true", help="a progress bar per run")
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=["mlp"],
+        choices=list(MODELS),
+        help="models to train (default: the study's mlp)",
+    )
+    parser.add_argument(
+        "--head-width", type=int, default=64, help="hidden units per output head (masked models)"
+    )
+    parser.add_argument("--mask-width", type=int, default=128, help="mask network width")
+    parser.add_argument(
+        "--weight-decay", type=float, default=0.001, help="Adam weight decay (the study's 0.001)"
+    )
+    parser.add_argument("--codebook-size", type=int, default=16, help="K of codebook_mask")
+    parser.add_argument(
+        "--shift-data",
+        nargs="+",
+        default=[],
+        help="other data of the same envs (e.g. expert-policy), evaluated whole after training",
+    )
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
+    if not args.data:
+        parser.error("--data is required (or --merge)")
     for name in ("workers", "eval_every", "epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -305,22 +453,31 @@ def main() -> None:
     if args.column_subset:
         runs.append(("state-jacobian", args.column_subset))
     groups = group_by_env(args.data)
+    shift = group_by_env(args.shift_data) if args.shift_data else {}
+    unknown = sorted(set(shift) - set(groups))
+    if unknown:
+        parser.error(f"--shift-data holds envs {unknown} that no --data file holds")
     thresholds = list(TrainConfig().eval_thresholds)
     jobs = [
-        (env, files, mode, columns, seed)
+        (env, files, model, mode, columns, seed, shift.get(env, []))
         for env, files in groups.items()
+        for model in args.model
         for mode, columns in runs
+        if model in MASKED_MODELS or not supervises_mask(mode)  # masks need a masked model
         for seed in args.seeds
     ]
-    order = {(env, run_label(m, k), seed): i for i, (env, _, m, k, seed) in enumerate(jobs)}
+    if not jobs:
+        parser.error(f"--losses {args.losses} need a masked --model: {list(MASKED_MODELS)}")
+    order = {(j[0], j[2], run_label(j[3], j[4]), j[5]): i for i, j in enumerate(jobs)}
     rows: list[dict] = []
     t0 = time.perf_counter()
 
     def finished(row: dict) -> None:
         rows.append(row)
-        rows.sort(key=lambda r: order[(r["env"], r["loss"], r["seed"])])
+        rows.sort(key=lambda r: order[(r["env"], r.get("model", "mlp"), r["loss"], r["seed"])])
         print(
-            f"[{len(rows)}/{len(jobs)}] {row['env']} {row['loss']} seed {row['seed']}: "
+            f"[{len(rows)}/{len(jobs)}] {row['env']} {row.get('model', 'mlp')} {row['loss']} "
+            f"seed {row['seed']}: "
             f"test MSE {row['mse_normalised']:.4g}, {row['seconds']:.0f} s "
             f"({time.perf_counter() - t0:.0f} s total)",
             flush=True,
@@ -338,7 +495,7 @@ def main() -> None:
             for future in as_completed(futures):
                 finished(future.result())
     wall = time.perf_counter() - t0
-    plot(aggregate(rows), args.out, thresholds)
+    plot(aggregate(rows), args.out, thresholds, rows)
     timing = {"wall_seconds": wall, "runs": len(jobs), "workers": args.workers}
     timing["threads_per_run"] = args.threads
     (args.out / "timing.json").write_text(json.dumps(timing, indent=1))

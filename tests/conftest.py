@@ -72,3 +72,20 @@ def cartpole64() -> jw.PlaygroundEnv:
 @pytest.fixture(scope="session")
 def cartpole32() -> jw.PlaygroundEnv:
     return jw.PlaygroundEnv("CartpoleBalance", seed=0, precision="float32")
+
+
+@pytest.fixture()
+def linear_h5(tmp_path):
+    """The linear toy system of ``tests/test_world_models.py`` (known zero pattern)."""
+    from tests.test_world_models import write_linear
+
+    return write_linear(tmp_path / "linear.h5")
+
+
+@pytest.fixture(scope="session")
+def cartpole_h5(tmp_path_factory):
+    """A small real float64 CartpoleBalance data set with Jacobians (world-model tests)."""
+    path = tmp_path_factory.mktemp("wm") / "cartpole.h5"
+    env = jw.PlaygroundVecEnv("CartpoleBalance", 8, precision="float64", episode_length=100)
+    jw.collect(env, 3200, path)
+    return path

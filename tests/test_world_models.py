@@ -14,8 +14,8 @@ import torch
 
 from sparsity.storage import DatasetMeta, TransitionWriter
 from world_models import (
-    LOSS_MODES,
     LOSSES,
+    STUDY_LOSS_MODES,
     Batch,
     DynamicsMLP,
     InMemoryBatches,
@@ -86,21 +86,6 @@ def write_linear(
                     rows["jacobian_nonsmooth"].append(flags)
                 s = s2
             w.append({k: np.asarray(v) for k, v in rows.items()})
-    return path
-
-
-@pytest.fixture()
-def linear_h5(tmp_path):
-    return write_linear(tmp_path / "linear.h5")
-
-
-@pytest.fixture(scope="session")
-def cartpole_h5(tmp_path_factory):
-    import jacobian_wrappers as jw
-
-    path = tmp_path_factory.mktemp("wm") / "cartpole.h5"
-    env = jw.PlaygroundVecEnv("CartpoleBalance", 8, precision="float64", episode_length=100)
-    jw.collect(env, 3200, path)
     return path
 
 
@@ -284,7 +269,7 @@ def hand_loss(
     return total, terms
 
 
-@pytest.mark.parametrize("mode", LOSS_MODES)
+@pytest.mark.parametrize("mode", STUDY_LOSS_MODES)
 @pytest.mark.parametrize("predict_delta", [False, True])
 def test_loss_modes_match_hand_computation(mode: str, predict_delta: bool) -> None:
     torch.manual_seed(0)
@@ -306,7 +291,7 @@ def test_loss_modes_match_hand_computation(mode: str, predict_delta: bool) -> No
         assert float(terms[k]) == pytest.approx(v, rel=1e-10)
 
 
-@pytest.mark.parametrize("mode", LOSS_MODES[1:])
+@pytest.mark.parametrize("mode", STUDY_LOSS_MODES[1:])
 def test_loss_modes_leave_non_smooth_columns_out(mode: str) -> None:
     """Columns flagged non-smooth in the data set do not enter the Jacobian terms."""
     torch.manual_seed(0)
@@ -348,7 +333,7 @@ def test_loss_modes_leave_non_smooth_columns_out(mode: str) -> None:
         assert torch.all(grad[0, :, 4] == 0) and torch.all(grad[2, :, 1] == 0)
 
 
-@pytest.mark.parametrize("mode", LOSS_MODES[1:])
+@pytest.mark.parametrize("mode", STUDY_LOSS_MODES[1:])
 def test_column_subset_loss_is_unbiased(mode: str) -> None:
     torch.manual_seed(0)
     model = DynamicsMLP(D_S, D_A, width=8, depth=1, dropout=0.0).double()
@@ -378,15 +363,15 @@ def test_sparse_only_loss_touches_only_masked_elements() -> None:
     torch.manual_seed(0)
     model = DynamicsMLP(D_S, D_A, width=8, depth=1, dropout=0.0).double()
     captured = {}
-    original = model.forward_with_jacobian
+    original = model.forward_with_mask
 
     def spy(s, a):
-        o, j = original(s, a)
+        o, j, m = original(s, a)
         j.retain_grad()
         captured["jac"] = j
-        return o, j
+        return o, j, m
 
-    model.forward_with_jacobian = spy
+    model.forward_with_mask = spy
     model.eval()
     batch.next_state = model.predict(batch.state, batch.action).detach()  # state term zero
     total, _ = compute_loss(model, batch, "state-jacobian-l1-sparse-only")

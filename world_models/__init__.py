@@ -1,19 +1,29 @@
 """Jacobian-supervised world models trained on collected transitions (docs/method.md).
 
 Train a dynamics model ``s' = f(s, a)`` on the HDF5 data sets of
-:mod:`sparsity.storage` with one of the study's five losses, and
-measure how close its own Jacobian comes to the simulator's, sparsity
-included::
+:mod:`sparsity.storage` with one of the study's five losses (or mask
+supervision), and measure how close its own Jacobian comes to the
+simulator's, sparsity included::
 
     from world_models import TrainConfig, train
 
     result = train("cheetah.h5", "state-jacobian-l1-sparse-only", TrainConfig(epochs=10))
     print(result.metrics.mse_normalised, result.metrics.induced_sparsity)
 
+    # A model whose mask of inputs -> outputs is chosen per state, supervised
+    # with the simulator's zero pattern:
+    config = TrainConfig(model="local_mask", weight_decay=0.0, epochs=10)
+    masked = train("cheetah.h5", "state-mask", config)
+    print(masked.metrics.sample_zero_f1, masked.metrics.mask_zero_f1)
+
+Models (:data:`MODELS`): ``mlp`` (the study's), ``global_mask``,
+``local_mask`` and ``codebook_mask`` (:mod:`world_models.masked`).
+
 Importing the package and reading data sets need torch, numpy and h5py only
 (no JAX, Playground or SB3).
 """
 
+from world_models.base import DynamicsModel, MaskSample
 from world_models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from world_models.config import TrainConfig
 from world_models.data import (
@@ -30,15 +40,25 @@ from world_models.evaluate import DEFAULT_THRESHOLDS, EvalResult, evaluate, roll
 from world_models.losses import (
     LOSS_MODES,
     LOSSES,
+    STUDY_LOSS_MODES,
     JacobianSample,
     LossWeights,
     compute_loss,
     jacobian_columns,
+    mask_terms,
     needs_ground_truth_jacobian,
     needs_model_jacobian,
+    supervises_mask,
+)
+from world_models.masked import (
+    CodebookMaskDynamics,
+    GlobalMaskDynamics,
+    LocalMaskDynamics,
+    MaskedDynamics,
 )
 from world_models.model import DynamicsMLP
 from world_models.normaliser import Normaliser, RunningMoments
+from world_models.registry import MASKED_MODELS, MODELS, build_model, model_class
 from world_models.train import train
 from world_models.trainer import Trainer, TrainerCallback, TrainResult, resolve_device
 
@@ -46,14 +66,23 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "LOSSES",
     "LOSS_MODES",
+    "MASKED_MODELS",
+    "MODELS",
+    "STUDY_LOSS_MODES",
     "Batch",
     "Checkpoint",
+    "CodebookMaskDynamics",
     "DynamicsMLP",
+    "DynamicsModel",
     "EpisodeSplit",
     "EvalResult",
+    "GlobalMaskDynamics",
     "InMemoryBatches",
     "JacobianSample",
+    "LocalMaskDynamics",
     "LossWeights",
+    "MaskSample",
+    "MaskedDynamics",
     "Normaliser",
     "RunningMoments",
     "TrainConfig",
@@ -61,12 +90,15 @@ __all__ = [
     "Trainer",
     "TrainerCallback",
     "TransitionStream",
+    "build_model",
     "compute_loss",
     "evaluate",
     "fit_normaliser",
     "has_jacobians",
     "jacobian_columns",
     "load_checkpoint",
+    "mask_terms",
+    "model_class",
     "needs_ground_truth_jacobian",
     "needs_model_jacobian",
     "open_datasets",
@@ -74,5 +106,6 @@ __all__ = [
     "rollout_errors",
     "save_checkpoint",
     "split_episodes",
+    "supervises_mask",
     "train",
 ]

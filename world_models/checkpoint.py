@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from world_models.base import DynamicsModel
 from world_models.config import TrainConfig
-from world_models.model import DynamicsMLP
 from world_models.normaliser import Normaliser
+from world_models.registry import model_class
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -37,7 +38,7 @@ class Checkpoint:
         state: The remaining raw training state (optimizer, RNG, split).
     """
 
-    model: DynamicsMLP
+    model: DynamicsModel
     normaliser: Normaliser
     config: TrainConfig
     loss_mode: str
@@ -48,7 +49,7 @@ class Checkpoint:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    model: DynamicsMLP,
+    model: DynamicsModel,
     normaliser: Normaliser,
     config: TrainConfig,
     loss_mode: str,
@@ -63,6 +64,7 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
+        "model_name": model.name,
         "model_config": model.config,
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "normaliser": normaliser.state_dict(),
@@ -80,12 +82,21 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", model: str | None = None
+) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: The file.
+        device: Where to put the model.
+        model: Insist on this model name (``"mlp"``, ``"local_mask"``, ...);
+            ``None`` loads whichever model the file holds.
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: The file is not a world-model checkpoint.
+        ValueError: The file is not a world-model checkpoint, or holds
+            another model than ``model``.
     """
     path = Path(path)
     if not path.exists():
@@ -96,11 +107,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise ValueError(f"{path} is not a readable world-model checkpoint: {err}") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a world-model checkpoint (format {CHECKPOINT_FORMAT!r})")
-    model = DynamicsMLP(**state["model_config"])
-    model.load_state_dict(state["model_state"])
-    model.to(device).eval()
+    # Files written before the model family hold an MLP.
+    name = state.get("model_name", "mlp")
+    if model is not None and model != name:
+        raise ValueError(f"{path} holds a {name!r} model, not a {model!r} model")
+    net = model_class(name)(**state["model_config"])
+    net.load_state_dict(state["model_state"])
+    net.to(device).eval()
     return Checkpoint(
-        model=model,
+        model=net,
         normaliser=Normaliser.from_state_dict(state["normaliser"]),
         config=TrainConfig.from_dict(state["train_config"]),
         loss_mode=state["loss_mode"],

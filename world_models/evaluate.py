@@ -4,8 +4,13 @@
   the MSE of the mean predictor (the train mean of ``s'``);
 * induced sparsity of the predicted Jacobian ``d s'/d(s, a)`` (raw
   coordinates) at several thresholds, next to the target sparsity of the
-  ground truth at the same thresholds; precision and recall of the predicted
-  zero pattern against the true one; Jacobian MSE and MAE (normalised);
+  ground truth at the same thresholds; precision, recall and F1 of the
+  predicted zero pattern against the true one (the zeros are the positives),
+  over all elements and per sample (mean of the per-sample F1); Jacobian MSE
+  and MAE (normalised);
+* for masked models, the same scores of the mask's zeros (at the data set's
+  threshold), the mask's sparsity, and how many distinct masks and true zero
+  patterns the test rows show;
 * open-loop error over horizons ``1..H``: from a real state of a test
   episode the model alone is rolled forward on the episode's recorded
   actions and compared with the recorded states.
@@ -22,8 +27,8 @@ import numpy as np
 import torch
 
 from sparsity.stats import DEFAULT_THRESHOLD
+from world_models.base import DynamicsModel
 from world_models.data import EpisodeSplit, TransitionStream
-from world_models.model import DynamicsMLP
 from world_models.normaliser import Normaliser, scale_jacobian
 
 if TYPE_CHECKING:
@@ -51,6 +56,21 @@ class EvalResult:
         target_sparsity: Threshold -> fraction of true elements ``|J| < t``.
         zero_precision: Threshold -> share of predicted zeros that are true zeros.
         zero_recall: Threshold -> share of true zeros predicted as zeros.
+        zero_f1: Threshold -> F1 of the two above (all elements pooled).
+        sample_zero_f1: Threshold -> mean over samples of the per-sample F1
+            (a sample with no true and no predicted zero scores 1).
+        sample_zero_precision: Threshold -> mean per-sample precision (1 for
+            a sample with no predicted zero).
+        sample_zero_recall: Threshold -> mean per-sample recall (1 for a
+            sample with no true zero).
+        mask_zero_precision: Share of the mask's zeros that are true zeros
+            (masked models; at the data set's threshold).
+        mask_zero_recall: Share of true zeros the mask has as zeros.
+        mask_zero_f1: F1 of the two above.
+        mask_sample_f1: Mean per-sample F1 of the mask's zeros.
+        mask_sparsity: Fraction of zero mask elements.
+        distinct_masks: Different masks over the evaluated rows (masked models).
+        distinct_true_patterns: Different true zero patterns over the same rows.
         horizon_mse_normalised: Open-loop MSE (z-scores of ``s'``) at horizons ``1..H``.
         horizon_mse_raw: The same in raw units.
         n_rollouts: Start states of the open-loop rollouts.
@@ -67,6 +87,17 @@ class EvalResult:
     target_sparsity: dict[float, float] = field(default_factory=dict)
     zero_precision: dict[float, float] = field(default_factory=dict)
     zero_recall: dict[float, float] = field(default_factory=dict)
+    zero_f1: dict[float, float] = field(default_factory=dict)
+    sample_zero_f1: dict[float, float] = field(default_factory=dict)
+    sample_zero_precision: dict[float, float] = field(default_factory=dict)
+    sample_zero_recall: dict[float, float] = field(default_factory=dict)
+    mask_zero_precision: float = math.nan
+    mask_zero_recall: float = math.nan
+    mask_zero_f1: float = math.nan
+    mask_sample_f1: float = math.nan
+    mask_sparsity: float = math.nan
+    distinct_masks: float = math.nan
+    distinct_true_patterns: float = math.nan
     horizon_mse_normalised: list[float] = field(default_factory=list)
     horizon_mse_raw: list[float] = field(default_factory=list)
     n_rollouts: int = 0
@@ -88,9 +119,38 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
+def _f1(n_pred: float, n_true: float, n_both: float) -> float:
+    """F1 from counts of predicted, true and shared positives (1 when there are none)."""
+    return 2 * n_both / (n_pred + n_true) if n_pred + n_true else 1.0
+
+
+def _sample_f1(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """F1 per sample of ``(B, ...)`` bool patterns: ``2 TP / (|pred| + |true|)``, 1 if none."""
+    return _sample_scores(pred, true)[2]
+
+
+def _sample_scores(
+    pred: torch.Tensor, true: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample precision, recall and F1 of ``(B, ...)`` bool patterns (float64).
+
+    Precision is 1 for a sample with no predicted positive, recall 1 for one
+    with no true positive, F1 1 for one with neither.
+    """
+    n_pred = pred.flatten(1).sum(1).double()
+    n_true = true.flatten(1).sum(1).double()
+    both = (pred & true).flatten(1).sum(1).double()
+    one = torch.ones_like(both)
+    precision = torch.where(n_pred > 0, both / n_pred.clamp(min=1), one)
+    recall = torch.where(n_true > 0, both / n_true.clamp(min=1), one)
+    denom = n_pred + n_true
+    f1 = torch.where(denom > 0, 2 * both / denom.clamp(min=1), one)
+    return precision, recall, f1
+
+
 @torch.no_grad()
 def evaluate(
-    model: DynamicsMLP,
+    model: DynamicsModel,
     readers: Sequence[TransitionReader],
     split: EpisodeSplit | None,
     normaliser: Normaliser,
@@ -141,9 +201,14 @@ def evaluate(
         if max_rows is not None and sums.n >= max_rows:
             break
         batch = batch.to(device)
-        sums.add_states(batch, model.predict(batch.state, batch.action))
         if stream.jacobians:
-            sums.add_jacobians(batch, model.forward_with_jacobian(batch.state, batch.action)[1])
+            out, jac, mask = model.forward_with_mask(batch.state, batch.action)
+            sums.add_states(batch, model.to_next_state(batch.state, out))
+            sums.add_jacobians(batch, jac)
+            if mask is not None:
+                sums.add_mask(batch, mask.hard)
+        else:
+            sums.add_states(batch, model.predict(batch.state, batch.action))
     result = sums.result(model.d_s)
     if horizon > 0:
         h_n, h_raw, n_roll = rollout_errors(
@@ -166,8 +231,12 @@ class _Sums:
         self.thresholds, self.data_threshold = thresholds, data_threshold
         self.n, self.se_n, self.se_raw, self.mean_se = 0, 0.0, 0.0, 0.0
         self.jse, self.jae, self.jn = 0.0, 0.0, 0
-        # Per threshold: predicted zeros, true zeros, both, elements.
-        self.counts = {t: np.zeros(4) for t in thresholds}
+        # Per threshold: predicted zeros, true zeros, both, elements, and the
+        # sums of the per-sample F1, precision and recall.
+        self.counts = {t: np.zeros(7) for t in thresholds}
+        self.mask_counts = np.zeros(5)  # the same for the mask's zeros
+        self.masks: set[bytes] = set()
+        self.patterns: set[bytes] = set()
 
     def add_states(self, batch, pred: torch.Tensor) -> None:
         err_n = (pred - batch.next_state).double()
@@ -190,7 +259,22 @@ class _Sums:
         for t in self.thresholds:
             p = (jac_raw < t) & valid
             z = (batch.zero_mask if t == self.data_threshold else true_raw < t) & valid
-            self.counts[t] += [int(p.sum()), int(z.sum()), int((p & z).sum()), int(valid.sum())]
+            prec, rec, f1 = (float(v.sum()) for v in _sample_scores(p, z))
+            counts = [int(p.sum()), int(z.sum()), int((p & z).sum()), int(valid.sum())]
+            self.counts[t] += [*counts, f1, prec, rec]
+
+    def add_mask(self, batch, hard: torch.Tensor) -> None:
+        """Scores of a masked model's mask zeros against the true zeros (data threshold)."""
+        valid = torch.ones_like(batch.zero_mask)
+        if batch.jacobian_valid is not None:
+            valid = valid & batch.jacobian_valid[:, None, :]
+        off = (hard.expand_as(batch.zero_mask) == 0) & valid
+        z = batch.zero_mask & valid
+        f1 = float(_sample_f1(off, z).sum())
+        both = int((off & z).sum())
+        self.mask_counts += [int(off.sum()), int(z.sum()), both, int(valid.sum()), f1]
+        self.masks.update(_rows_as_bytes(off))
+        self.patterns.update(_rows_as_bytes(z))
 
     def _raw(self, jac_n: torch.Tensor) -> torch.Tensor:
         return scale_jacobian(jac_n.double(), self.in_scale, self.out_scale, "raw").abs()
@@ -204,12 +288,31 @@ class _Sums:
         if self.jn:
             result.jacobian_mse_normalised = self.jse / self.jn
             result.jacobian_mae_normalised = self.jae / self.jn
-            for t, (n_pred, n_true, n_both, n_el) in self.counts.items():
+            for t, (n_pred, n_true, n_both, n_el, f1_sum, p_sum, r_sum) in self.counts.items():
                 result.induced_sparsity[t] = float(n_pred / n_el)
                 result.target_sparsity[t] = float(n_true / n_el)
                 result.zero_precision[t] = _ratio(float(n_both), float(n_pred))
                 result.zero_recall[t] = _ratio(float(n_both), float(n_true))
+                result.zero_f1[t] = _f1(float(n_pred), float(n_true), float(n_both))
+                result.sample_zero_f1[t] = float(f1_sum / self.n)
+                result.sample_zero_precision[t] = float(p_sum / self.n)
+                result.sample_zero_recall[t] = float(r_sum / self.n)
+        n_pred, n_true, n_both, n_el, f1_sum = (float(v) for v in self.mask_counts)
+        if n_el:
+            result.mask_zero_precision = _ratio(n_both, n_pred)
+            result.mask_zero_recall = _ratio(n_both, n_true)
+            result.mask_zero_f1 = _f1(n_pred, n_true, n_both)
+            result.mask_sample_f1 = f1_sum / self.n
+            result.mask_sparsity = n_pred / n_el
+            result.distinct_masks = float(len(self.masks))
+            result.distinct_true_patterns = float(len(self.patterns))
         return result
+
+
+def _rows_as_bytes(pattern: torch.Tensor) -> list[bytes]:
+    """Each sample's bool pattern packed to bytes (to count distinct patterns)."""
+    packed = np.packbits(pattern.flatten(1).cpu().numpy(), axis=1)
+    return [row.tobytes() for row in packed]
 
 
 def _segments(steps: np.ndarray) -> list[np.ndarray]:
@@ -220,7 +323,7 @@ def _segments(steps: np.ndarray) -> list[np.ndarray]:
 
 @torch.no_grad()
 def rollout_errors(
-    model: DynamicsMLP,
+    model: DynamicsModel,
     readers: Sequence[TransitionReader],
     split: EpisodeSplit | None,
     normaliser: Normaliser,

@@ -12,7 +12,15 @@ mode                               total
 ``state-jacobian-l1``              ``+ w_jacobian_l1 * MAE(J_hat, J)``
 ``state-jacobian-l1-regularizer``  ``+ w_regularizer * mean |J_hat|`` (needs no ground truth)
 ``state-jacobian-l1-sparse-only``  ``+ w_sparse * mean of |J_hat| over the zeros of J``
+``state-mask``                     ``+ w_mask * BCE(mask probability, J != 0)`` (masked models)
 =================================  =========================================================
+
+The first five are the study's; ``state-mask`` supervises the mask of a
+masked model (:mod:`world_models.masked`) with the ground truth's non-zero
+pattern. A masked model adds its own terms to every mode: in the modes
+without mask supervision ``w_mask_sparsity * mean mask probability`` (the
+sparsity penalty of CDL/FCDL, so the mask is learned from data alone), and
+the codebook's ``w_vq * vq`` (:class:`~world_models.masks.CodebookMask`).
 
 ``y`` is the normalised ``s'`` (or delta, for delta models). The zeros of
 ``J`` are those of the raw ground truth at the data set's threshold
@@ -40,19 +48,23 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from world_models.base import DynamicsModel, MaskSample
 from world_models.data import Batch
 from world_models.model import DynamicsMLP
 
 __all__ = [
     "LOSSES",
     "LOSS_MODES",
+    "STUDY_LOSS_MODES",
     "JacobianSample",
     "LossOutput",
     "LossWeights",
     "compute_loss",
     "jacobian_columns",
+    "mask_terms",
     "needs_ground_truth_jacobian",
     "needs_model_jacobian",
+    "supervises_mask",
 ]
 
 #: ``(total, {term: value})``; the terms are detached, for logging.
@@ -69,6 +81,9 @@ class LossWeights:
         jacobian_l1: MAE of the Jacobian (``state-jacobian-l1``).
         regularizer: Mean absolute predicted Jacobian (``...-regularizer``).
         sparse: MAE on the ground truth's zeros (``...-sparse-only``).
+        mask: Binary cross-entropy of the mask against ``J != 0`` (``state-mask``).
+        mask_sparsity: Mean mask probability of a masked model in the other modes.
+        vq: Codebook terms of ``codebook_mask``.
     """
 
     state: float = 1.0
@@ -76,6 +91,9 @@ class LossWeights:
     jacobian_l1: float = 1.0
     regularizer: float = 1.0
     sparse: float = 1.0
+    mask: float = 1.0
+    mask_sparsity: float = 1e-3
+    vq: float = 1.0
 
 
 @dataclass
@@ -174,8 +192,12 @@ LOSSES: dict[str, Callable[..., LossOutput]] = {
     "state-jacobian-l1": state_jacobian_l1_loss,
     "state-jacobian-l1-regularizer": state_jacobian_l1_regularizer_loss,
     "state-jacobian-l1-sparse-only": state_jacobian_l1_sparse_only_loss,
+    # The mask term comes from the model's mask (compute_loss adds it).
+    "state-mask": state_loss,
 }
 LOSS_MODES = tuple(LOSSES)
+#: The study's five modes (any model).
+STUDY_LOSS_MODES = LOSS_MODES[:5]
 
 
 def _check_mode(mode: str) -> None:
@@ -186,13 +208,27 @@ def _check_mode(mode: str) -> None:
 def needs_model_jacobian(mode: str) -> bool:
     """Whether the loss uses the model's Jacobian."""
     _check_mode(mode)
-    return mode != "state"
+    return mode not in ("state", "state-mask")
+
+
+def supervises_mask(mode: str) -> bool:
+    """Whether the loss supervises a masked model's mask (and needs a masked model)."""
+    _check_mode(mode)
+    return mode == "state-mask"
 
 
 def needs_ground_truth_jacobian(mode: str) -> bool:
-    """Whether the loss needs the data set's Jacobians."""
+    """Whether the loss needs the data set's Jacobians (``state-mask``: their zero pattern)."""
     _check_mode(mode)
     return mode not in ("state", "state-jacobian-l1-regularizer")
+
+
+def _draw_columns(n: int, k: int, rows: int, generator: torch.Generator | None, device) -> Tensor:
+    """``(rows, k)`` column indices in ``[0, n)``, drawn per row without replacement."""
+    if not 1 <= int(k) <= n:
+        raise ValueError(f"k must be in [1, {n}] (columns of the Jacobian), got {k}")
+    scores = torch.rand(rows, n, generator=generator, device=device)
+    return scores.argsort(dim=1)[:, : int(k)]
 
 
 def jacobian_columns(
@@ -220,13 +256,9 @@ def jacobian_columns(
         ValueError: ``k`` outside ``[1, d_s + d_a]`` or an unknown method.
     """
     d_s, n = model.d_s, model.d_s + model.d_a
-    if not 1 <= int(k) <= n:
-        raise ValueError(f"k must be in [1, {n}] (columns of the Jacobian), got {k}")
     if method not in ("analytic", "jvp"):
         raise ValueError(f"method must be 'analytic' or 'jvp', got {method!r}")
-    b = state.shape[0]
-    scores = torch.rand(b, n, generator=generator, device=state.device)
-    index = scores.argsort(dim=1)[:, : int(k)]
+    index = _draw_columns(n, k, state.shape[0], generator, state.device)
     if method == "analytic":
         output, cols = model.forward_with_columns(state, action, index)
         return output, cols, index
@@ -247,8 +279,44 @@ def jacobian_columns(
     return outs[0], cols.permute(1, 2, 0), index
 
 
+def mask_terms(mask: MaskSample, batch: Batch, mode: str) -> dict[str, Tensor]:
+    """A masked model's own loss terms for ``mode`` (unweighted, by :class:`LossWeights` name).
+
+    ``mask``: with mask supervision, the binary cross-entropy of the edge
+    logits against the ground truth's non-zero pattern (``~batch.zero_mask``),
+    averaged over the valid elements; ``mask_sparsity``: otherwise, the mean
+    edge probability; plus the mask's own terms (``vq``).
+
+    Raises:
+        ValueError: Mask supervision on a batch without the zero pattern.
+    """
+    terms = dict(mask.aux)
+    if not supervises_mask(mode):
+        terms["mask_sparsity"] = mask.prob.mean()
+        return terms
+    if batch.zero_mask is None:
+        raise ValueError(
+            f"loss mode {mode!r} needs the ground truth's zero pattern; the batch has none"
+        )
+    target = (~batch.zero_mask).to(mask.logits.dtype)
+    logits = mask.logits.expand_as(target)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    valid = None if batch.jacobian_valid is None else batch.jacobian_valid.unsqueeze(1)
+    terms["mask"] = JacobianSample(bce, valid=valid).mean(bce)
+    return terms
+
+
+def _add_terms(loss: LossOutput, extra: dict[str, Tensor], weights: LossWeights) -> LossOutput:
+    total, logged = loss
+    for key, value in extra.items():
+        total = total + getattr(weights, key) * value
+        logged[key] = value.detach()
+    logged["total"] = total.detach()
+    return total, logged
+
+
 def compute_loss(
-    model: DynamicsMLP,
+    model: DynamicsModel,
     batch: Batch,
     mode: str,
     weights: LossWeights | None = None,
@@ -259,39 +327,53 @@ def compute_loss(
     """Run ``model`` on ``batch`` and evaluate the loss ``mode``.
 
     Args:
-        model: The dynamics model.
+        model: The dynamics model (any of :data:`~world_models.registry.MODELS`).
         batch: Normalised batch (with Jacobians and zero masks if the mode needs them).
         mode: One of :data:`LOSS_MODES`.
-        weights: Term weights (all 1 by default).
+        weights: Term weights (defaults of :class:`LossWeights`).
         columns: Supervise only this many random Jacobian columns per sample
-            (forward mode); ``None`` computes the whole Jacobian.
+            (forward mode for the MLP; a masked model computes its whole
+            Jacobian, as cheap as its forward pass, and keeps the columns);
+            ``None`` uses the whole Jacobian.
         generator: Random generator of the column draw.
         column_method: ``"analytic"`` or ``"jvp"`` (see :func:`jacobian_columns`).
 
     Raises:
-        ValueError: Unknown mode, or a mode that needs ground-truth Jacobians
-            on a batch without them.
+        ValueError: Unknown mode, a mode that needs ground-truth Jacobians
+            on a batch without them, or mask supervision of a model without a mask.
     """
     _check_mode(mode)
     weights = weights or LossWeights()
+    if supervises_mask(mode) and not model.has_mask:
+        raise ValueError(
+            f"loss mode {mode!r} supervises a mask, but model {model.name!r} has none; "
+            "use a masked model (global_mask, local_mask, codebook_mask)"
+        )
     target = batch.delta if model.predict_delta else batch.next_state
-    if not needs_model_jacobian(mode):
-        return state_loss(model(batch.state, batch.action), target, None, weights)
     if needs_ground_truth_jacobian(mode) and batch.jacobian is None:
         raise ValueError(
             f"loss mode {mode!r} needs ground-truth Jacobians; the batch has none "
             "(a data set collected with jacobians=False?)"
         )
+    if not needs_model_jacobian(mode):
+        output, mask = model.forward_and_mask(batch.state, batch.action)
+        loss = state_loss(output, target, None, weights)
+        return loss if mask is None else _add_terms(loss, mask_terms(mask, batch, mode), weights)
     n_zeros = batch.zero_mask.sum() if batch.zero_mask is not None else None
     valid = None if batch.jacobian_valid is None else batch.jacobian_valid.unsqueeze(1)
+    mask = None
     if columns is None:
-        output, pred = model.forward_with_jacobian(batch.state, batch.action)
+        output, pred, mask = model.forward_with_mask(batch.state, batch.action)
         sample = JacobianSample(pred, batch.jacobian, batch.zero_mask, n_zeros, 1.0, valid)
     else:
-        output, pred, index = jacobian_columns(
-            model, batch.state, batch.action, columns, generator, column_method
-        )
-        n_cols = model.d_s + model.d_a
+        if model.has_mask:
+            output, full, mask = model.forward_with_mask(batch.state, batch.action)
+            index = _draw_columns(model.n_inputs, columns, len(full), generator, full.device)
+            pred = full.gather(2, index.unsqueeze(1).expand(-1, model.d_s, -1))
+        else:
+            output, pred, index = jacobian_columns(
+                model, batch.state, batch.action, columns, generator, column_method
+            )
 
         def gather(t: Tensor | None) -> Tensor | None:
             if t is None:
@@ -303,7 +385,8 @@ def compute_loss(
             gather(batch.jacobian),
             gather(batch.zero_mask),
             n_zeros,
-            pred.shape[2] / n_cols,
+            pred.shape[2] / model.n_inputs,
             gather(valid),
         )
-    return LOSSES[mode](output, target, sample, weights)
+    loss = LOSSES[mode](output, target, sample, weights)
+    return loss if mask is None else _add_terms(loss, mask_terms(mask, batch, mode), weights)

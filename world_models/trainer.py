@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from world_models.base import DynamicsModel
 from world_models.checkpoint import load_checkpoint, save_checkpoint
 from world_models.config import TrainConfig
 from world_models.data import (
@@ -35,9 +36,14 @@ from world_models.data import (
     split_episodes,
 )
 from world_models.evaluate import EvalResult, evaluate
-from world_models.losses import LOSS_MODES, compute_loss, needs_ground_truth_jacobian
-from world_models.model import DynamicsMLP
+from world_models.losses import (
+    LOSS_MODES,
+    compute_loss,
+    needs_ground_truth_jacobian,
+    supervises_mask,
+)
 from world_models.normaliser import Normaliser
+from world_models.registry import MASKED_MODELS, build_model
 
 __all__ = ["TrainResult", "Trainer", "TrainerCallback", "resolve_device"]
 
@@ -60,7 +66,7 @@ class TrainResult:
         checkpoint: Path of the last checkpoint, if any.
     """
 
-    model: DynamicsMLP
+    model: DynamicsModel
     normaliser: Normaliser
     config: TrainConfig
     loss_mode: str
@@ -102,15 +108,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _check_data(readers: list, loss_mode: str) -> None:
+def _check_data(readers: list, loss_mode: str, model: str) -> None:
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"unknown loss mode {loss_mode!r}; accepted: {list(LOSS_MODES)}")
+    if supervises_mask(loss_mode) and model not in MASKED_MODELS:
+        raise ValueError(
+            f"loss mode {loss_mode!r} supervises a mask, but model {model!r} has none; "
+            f"use one of {list(MASKED_MODELS)}"
+        )
     if needs_ground_truth_jacobian(loss_mode) and not has_jacobians(readers):
         missing = [str(r.path) for r in readers if not r.meta.jacobians]
+        working = [m for m in LOSS_MODES if not needs_ground_truth_jacobian(m)]
         raise ValueError(
             f"loss mode {loss_mode!r} needs ground-truth Jacobians, but {missing} were "
-            "collected without them (jacobians=False); collect with Jacobians or use "
-            "'state' or 'state-jacobian-l1-regularizer'"
+            f"collected without them (jacobians=False); collect with Jacobians or use "
+            f"one of {working} (masked models then learn their mask from data alone)"
         )
 
 
@@ -166,7 +178,7 @@ class Trainer:
     ) -> None:
         self.config = config = config or TrainConfig()
         self.readers = open_datasets(data)
-        _check_data(self.readers, loss_mode)
+        _check_data(self.readers, loss_mode, config.model)
         self.loss_mode = loss_mode
         self.callbacks = list(callbacks)
         self.meta = self.readers[0].meta
@@ -185,9 +197,8 @@ class Trainer:
                 self.readers, self.split, "train", config.normaliser_eps
             )
         self.model = self._build_model()
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        groups = self.model.parameter_groups(config.weight_decay, config.mask_weight_decay)
+        self.optimizer = torch.optim.Adam(groups, lr=config.lr)
         self.epoch, self.history = 0, []
         if resumed is not None:
             self._restore(resumed)
@@ -196,18 +207,14 @@ class Trainer:
         self.rows_seen = 0
 
     # ------------------------------------------------------------------ setup
-    def _build_model(self) -> DynamicsMLP:
+    def _build_model(self) -> DynamicsModel:
         c = self.config
-        model = DynamicsMLP(
-            self.meta.d_s,
-            self.meta.d_a,
-            width=c.width,
-            depth=c.depth,
-            activation=c.activation,
-            dropout=c.dropout,
-            init=c.init,
-            predict_delta=c.predict_delta,
-        )
+        model = build_model(c.model, self.meta.d_s, self.meta.d_a, **c.model_kwargs())
+        if model.has_mask:
+            through = c.mask_straight_through
+            model.straight_through = (
+                not supervises_mask(self.loss_mode) if through is None else through
+            )
         model.set_normaliser(self.normaliser)
         return model.to(self.device)
 
@@ -252,6 +259,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.model.after_step()
             values = {k: float(v) for k, v in terms.items()}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * len(batch)
@@ -283,6 +291,45 @@ class Trainer:
             nonsmooth=c.nonsmooth,
             horizon=c.horizon if final else 0,
             max_rows=None if final else c.eval_rows,
+            max_rollouts=c.max_rollouts,
+            seed=c.seed,
+        )
+
+    def evaluate_on(self, data: DataSource, horizon: int | None = None) -> EvalResult:
+        """Metrics on every row of other data of the same env (e.g. another policy's).
+
+        The distribution-shift test: a model trained on random-policy data,
+        evaluated on an expert's transitions (and the reverse). The data are
+        normalised with this model's normaliser (of its train split).
+
+        Args:
+            data: Path(s) or open reader(s) of the same env as the training data.
+            horizon: Longest open-loop horizon (``config.horizon`` by default).
+
+        Raises:
+            ValueError: The data are of another env or dimensions.
+        """
+        readers = open_datasets(data)
+        for r in readers:
+            if (r.meta.env_name, r.meta.d_s, r.meta.d_a) != (
+                self.meta.env_name, self.meta.d_s, self.meta.d_a
+            ):  # fmt: skip
+                raise ValueError(
+                    f"{r.path} holds {r.meta.env_name} (d_s={r.meta.d_s}, d_a={r.meta.d_a}); "
+                    f"the model is for {self.meta.env_name} "
+                    f"(d_s={self.meta.d_s}, d_a={self.meta.d_a})"
+                )
+        c = self.config
+        return evaluate(
+            self.model,
+            readers,
+            None,
+            self.normaliser,
+            part="all",
+            thresholds=c.eval_thresholds,
+            batch_size=2048,
+            nonsmooth=c.nonsmooth,
+            horizon=c.horizon if horizon is None else int(horizon),
             max_rollouts=c.max_rollouts,
             seed=c.seed,
         )
@@ -392,9 +439,12 @@ class Trainer:
     def _read_checkpoint(self, path: Path):
         ckpt = load_checkpoint(path, self.device)
         old, config, problems = ckpt.config, self.config, []
+        if ckpt.model.name != config.model:
+            problems.append(f"model {ckpt.model.name!r} != {config.model!r}")
         if ckpt.loss_mode != self.loss_mode:
             problems.append(f"loss mode {ckpt.loss_mode!r} != {self.loss_mode!r}")
-        for name in ("width", "depth", "activation", "predict_delta", "seed", "test_fraction"):
+        arch = ("width", "head_width", "mask_width", "codebook_size", "code_dim", "depth")
+        for name in (*arch, "activation", "predict_delta", "seed", "test_fraction"):
             if getattr(old, name) != getattr(config, name):
                 problems.append(f"{name} {getattr(old, name)!r} != {getattr(config, name)!r}")
         saved = ckpt.state.get("split", {}).get("test")
@@ -436,7 +486,7 @@ class Trainer:
             total=epochs,
             initial=self.epoch,
             unit="epoch",
-            desc=f"{self.meta.env_name} {self.loss_mode}",
+            desc=f"{self.meta.env_name} {self.config.model} {self.loss_mode}",
         )
 
     @staticmethod
