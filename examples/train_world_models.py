@@ -55,6 +55,7 @@ from world_models import (
     LOSS_MODES,
     MASKED_MODELS,
     MODELS,
+    LossWeights,
     TrainConfig,
     Trainer,
     open_datasets,
@@ -128,6 +129,7 @@ def run_one(
         mask_width=args.mask_width,
         codebook_size=args.codebook_size,
         weight_decay=args.weight_decay,
+        weights=LossWeights(mask_zeros=args.mask_zero_weight),
         epochs=args.epochs,
         seed=seed,
         width=args.width,
@@ -431,6 +433,12 @@ def main() -> None:
         "--weight-decay", type=float, default=0.001, help="Adam weight decay (the study's 0.001)"
     )
     parser.add_argument("--codebook-size", type=int, default=16, help="K of codebook_mask")
+    parser.add_argument(
+        "--mask-zero-weight",
+        type=float,
+        default=1.0,
+        help="weight of the true zeros in the state-mask cross-entropy (LossWeights.mask_zeros)",
+    )
     parser.add_argument(
         "--shift-data",
         nargs="+",

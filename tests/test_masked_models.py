@@ -174,6 +174,10 @@ def test_mask_loss_matches_hand_computation(name: str) -> None:
     w = LossWeights(mask=3.0, vq=0.0)
     total3, _ = compute_loss(model, batch, "state-mask", w)
     assert float(total3) == pytest.approx(float(expect_state + 3 * expect_mask), rel=1e-10)
+    # The true zeros' weight inside the cross-entropy.
+    _, terms2 = compute_loss(model, batch, "state-mask", LossWeights(mask_zeros=2.0))
+    weighted = torch.where(batch.zero_mask.expand_as(bce), 2 * bce, bce)
+    assert float(terms2["mask"]) == pytest.approx(float(weighted[valid].mean()), rel=1e-10)
 
 
 @pytest.mark.parametrize("mode", ["state", "state-jacobian-l1-sparse-only"])

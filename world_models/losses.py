@@ -82,6 +82,9 @@ class LossWeights:
         regularizer: Mean absolute predicted Jacobian (``...-regularizer``).
         sparse: MAE on the ground truth's zeros (``...-sparse-only``).
         mask: Binary cross-entropy of the mask against ``J != 0`` (``state-mask``).
+        mask_zeros: Weight of the true zeros inside that cross-entropy (the
+            non-zeros weigh 1): above 1 trades the precision of the mask's
+            zeros for their recall, for envs whose zeros are rare.
         mask_sparsity: Mean mask probability of a masked model in the other modes.
         vq: Codebook terms of ``codebook_mask``.
     """
@@ -92,6 +95,7 @@ class LossWeights:
     regularizer: float = 1.0
     sparse: float = 1.0
     mask: float = 1.0
+    mask_zeros: float = 1.0
     mask_sparsity: float = 1e-3
     vq: float = 1.0
 
@@ -279,13 +283,16 @@ def jacobian_columns(
     return outs[0], cols.permute(1, 2, 0), index
 
 
-def mask_terms(mask: MaskSample, batch: Batch, mode: str) -> dict[str, Tensor]:
+def mask_terms(
+    mask: MaskSample, batch: Batch, mode: str, zero_weight: float = 1.0
+) -> dict[str, Tensor]:
     """A masked model's own loss terms for ``mode`` (unweighted, by :class:`LossWeights` name).
 
     ``mask``: with mask supervision, the binary cross-entropy of the edge
     logits against the ground truth's non-zero pattern (``~batch.zero_mask``),
-    averaged over the valid elements; ``mask_sparsity``: otherwise, the mean
-    edge probability; plus the mask's own terms (``vq``).
+    the true zeros weighted by ``zero_weight``, averaged over the valid
+    elements; ``mask_sparsity``: otherwise, the mean edge probability; plus
+    the mask's own terms (``vq``).
 
     Raises:
         ValueError: Mask supervision on a batch without the zero pattern.
@@ -301,14 +308,21 @@ def mask_terms(mask: MaskSample, batch: Batch, mode: str) -> dict[str, Tensor]:
     target = (~batch.zero_mask).to(mask.logits.dtype)
     logits = mask.logits.expand_as(target)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if zero_weight != 1.0:
+        bce = torch.where(batch.zero_mask, zero_weight * bce, bce)
     valid = None if batch.jacobian_valid is None else batch.jacobian_valid.unsqueeze(1)
     terms["mask"] = JacobianSample(bce, valid=valid).mean(bce)
     return terms
 
 
-def _add_terms(loss: LossOutput, extra: dict[str, Tensor], weights: LossWeights) -> LossOutput:
+def _add_mask_terms(
+    loss: LossOutput, mask: MaskSample | None, batch: Batch, mode: str, weights: LossWeights
+) -> LossOutput:
+    """``loss`` plus the weighted :func:`mask_terms` of a masked model (unchanged if no mask)."""
+    if mask is None:
+        return loss
     total, logged = loss
-    for key, value in extra.items():
+    for key, value in mask_terms(mask, batch, mode, weights.mask_zeros).items():
         total = total + getattr(weights, key) * value
         logged[key] = value.detach()
     logged["total"] = total.detach()
@@ -358,7 +372,7 @@ def compute_loss(
     if not needs_model_jacobian(mode):
         output, mask = model.forward_and_mask(batch.state, batch.action)
         loss = state_loss(output, target, None, weights)
-        return loss if mask is None else _add_terms(loss, mask_terms(mask, batch, mode), weights)
+        return _add_mask_terms(loss, mask, batch, mode, weights)
     n_zeros = batch.zero_mask.sum() if batch.zero_mask is not None else None
     valid = None if batch.jacobian_valid is None else batch.jacobian_valid.unsqueeze(1)
     mask = None
@@ -389,4 +403,4 @@ def compute_loss(
             gather(valid),
         )
     loss = LOSSES[mode](output, target, sample, weights)
-    return loss if mask is None else _add_terms(loss, mask_terms(mask, batch, mode), weights)
+    return _add_mask_terms(loss, mask, batch, mode, weights)
