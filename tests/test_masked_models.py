@@ -385,3 +385,22 @@ def test_q4_script_trains_the_model_family_with_shift_data(tmp_path) -> None:
         a = agg[(r["model"], r["loss"])]
         assert a["seeds"] == "2"
         assert float(a["mse_normalised_mean"]) == pytest.approx(float(r["mse_normalised"]))
+
+
+def test_masked_training_resumes_exactly(linear_h5, tmp_path) -> None:
+    """Mask samples, codebook buffers and both optimiser groups survive a checkpoint."""
+    base = {
+        "model": "codebook_mask", "head_width": 8, "mask_width": 16, "codebook_size": 4,
+        "batch_size": 64, "progress": False, "horizon": 0, "seed": 3,
+    }  # fmt: skip
+    straight = train(linear_h5, "state-mask", TrainConfig(epochs=2, **base))
+    ckpt = tmp_path / "run.pt"
+    train(linear_h5, "state-mask", TrainConfig(epochs=1, checkpoint=str(ckpt), **base))
+    resumed = train(
+        linear_h5, "state-mask", TrainConfig(epochs=2, checkpoint=str(ckpt), resume=True, **base)
+    )
+    assert len(resumed.model.parameter_groups(0.0, 0.0)) == 2
+    for (k, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
