@@ -47,6 +47,7 @@ from world_models import (
     DynamicsModel,
     build_model,
     compute_loss,
+    supervises_mask,
 )
 
 #: Loss modes timed for each masked model.
@@ -163,7 +164,8 @@ def main() -> None:
             model = build_model(
                 name, args.d_s, args.d_a, width=args.head_width, depth=args.depth
             ).train()
-            model.straight_through = not v.endswith("state-mask")  # as the Trainer sets it
+            mode = v.partition(":")[2].removesuffix("+bf16")
+            model.straight_through = not supervises_mask(mode)  # as the Trainer sets it
         else:
             model = DynamicsMLP(args.d_s, args.d_a, width=args.width, depth=args.depth).train()
         steps[v] = make_step(v, model, batch)

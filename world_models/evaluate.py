@@ -124,11 +124,6 @@ def _f1(n_pred: float, n_true: float, n_both: float) -> float:
     return 2 * n_both / (n_pred + n_true) if n_pred + n_true else 1.0
 
 
-def _sample_f1(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """F1 per sample of ``(B, ...)`` bool patterns: ``2 TP / (|pred| + |true|)``, 1 if none."""
-    return _sample_scores(pred, true)[2]
-
-
 def _sample_scores(
     pred: torch.Tensor, true: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -234,7 +229,7 @@ class _Sums:
         # Per threshold: predicted zeros, true zeros, both, elements, and the
         # sums of the per-sample F1, precision and recall.
         self.counts = {t: np.zeros(7) for t in thresholds}
-        self.mask_counts = np.zeros(5)  # the same for the mask's zeros
+        self.mask_counts = np.zeros(7)  # the same for the mask's zeros
         self.masks: set[bytes] = set()
         self.patterns: set[bytes] = set()
 
@@ -245,11 +240,23 @@ class _Sums:
         self.se_raw += float(((err_n * self.out_scale) ** 2).sum())
         self.mean_se += float((batch.next_state.double() ** 2).sum())
 
-    def add_jacobians(self, batch, jac_n: torch.Tensor) -> None:
-        # Non-smooth ground-truth columns are left out (Batch.jacobian_valid).
+    @staticmethod
+    def _valid(batch) -> torch.Tensor:
+        """Elements to score: non-smooth ground-truth columns are left out."""
         valid = torch.ones_like(batch.zero_mask)
         if batch.jacobian_valid is not None:
             valid = valid & batch.jacobian_valid[:, None, :]
+        return valid
+
+    @staticmethod
+    def _pattern_counts(pred: torch.Tensor, true: torch.Tensor, valid: torch.Tensor) -> list:
+        """One batch's row of :attr:`counts` for the zero patterns ``pred`` and ``true``."""
+        prec, rec, f1 = (float(v.sum()) for v in _sample_scores(pred, true))
+        both = int((pred & true).sum())
+        return [int(pred.sum()), int(true.sum()), both, int(valid.sum()), f1, prec, rec]
+
+    def add_jacobians(self, batch, jac_n: torch.Tensor) -> None:
+        valid = self._valid(batch)
         jerr = (jac_n - batch.jacobian).double()[valid]
         self.jse += float((jerr**2).sum())
         self.jae += float(jerr.abs().sum())
@@ -259,20 +266,14 @@ class _Sums:
         for t in self.thresholds:
             p = (jac_raw < t) & valid
             z = (batch.zero_mask if t == self.data_threshold else true_raw < t) & valid
-            prec, rec, f1 = (float(v.sum()) for v in _sample_scores(p, z))
-            counts = [int(p.sum()), int(z.sum()), int((p & z).sum()), int(valid.sum())]
-            self.counts[t] += [*counts, f1, prec, rec]
+            self.counts[t] += self._pattern_counts(p, z, valid)
 
     def add_mask(self, batch, hard: torch.Tensor) -> None:
         """Scores of a masked model's mask zeros against the true zeros (data threshold)."""
-        valid = torch.ones_like(batch.zero_mask)
-        if batch.jacobian_valid is not None:
-            valid = valid & batch.jacobian_valid[:, None, :]
+        valid = self._valid(batch)
         off = (hard.expand_as(batch.zero_mask) == 0) & valid
         z = batch.zero_mask & valid
-        f1 = float(_sample_f1(off, z).sum())
-        both = int((off & z).sum())
-        self.mask_counts += [int(off.sum()), int(z.sum()), both, int(valid.sum()), f1]
+        self.mask_counts += self._pattern_counts(off, z, valid)
         self.masks.update(_rows_as_bytes(off))
         self.patterns.update(_rows_as_bytes(z))
 
@@ -297,7 +298,7 @@ class _Sums:
                 result.sample_zero_f1[t] = float(f1_sum / self.n)
                 result.sample_zero_precision[t] = float(p_sum / self.n)
                 result.sample_zero_recall[t] = float(r_sum / self.n)
-        n_pred, n_true, n_both, n_el, f1_sum = (float(v) for v in self.mask_counts)
+        n_pred, n_true, n_both, n_el, f1_sum, _, _ = (float(v) for v in self.mask_counts)
         if n_el:
             result.mask_zero_precision = _ratio(n_both, n_pred)
             result.mask_zero_recall = _ratio(n_both, n_true)

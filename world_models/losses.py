@@ -51,6 +51,7 @@ from torch.nn import functional as F
 from world_models.base import DynamicsModel, MaskSample
 from world_models.data import Batch
 from world_models.model import DynamicsMLP
+from world_models.registry import MASKED_MODELS
 
 __all__ = [
     "LOSSES",
@@ -59,6 +60,7 @@ __all__ = [
     "JacobianSample",
     "LossOutput",
     "LossWeights",
+    "check_model_for_mode",
     "compute_loss",
     "jacobian_columns",
     "mask_terms",
@@ -221,6 +223,15 @@ def supervises_mask(mode: str) -> bool:
     return mode == "state-mask"
 
 
+def check_model_for_mode(mode: str, model: DynamicsModel | type[DynamicsModel]) -> None:
+    """Raise ``ValueError`` if ``mode`` supervises a mask and ``model`` (or its class) has none."""
+    if supervises_mask(mode) and not model.has_mask:
+        raise ValueError(
+            f"loss mode {mode!r} supervises a mask, but model {model.name!r} has none; "
+            f"use one of {list(MASKED_MODELS)}"
+        )
+
+
 def needs_ground_truth_jacobian(mode: str) -> bool:
     """Whether the loss needs the data set's Jacobians (``state-mask``: their zero pattern)."""
     _check_mode(mode)
@@ -358,11 +369,7 @@ def compute_loss(
     """
     _check_mode(mode)
     weights = weights or LossWeights()
-    if supervises_mask(mode) and not model.has_mask:
-        raise ValueError(
-            f"loss mode {mode!r} supervises a mask, but model {model.name!r} has none; "
-            "use a masked model (global_mask, local_mask, codebook_mask)"
-        )
+    check_model_for_mode(mode, model)
     target = batch.delta if model.predict_delta else batch.next_state
     if needs_ground_truth_jacobian(mode) and batch.jacobian is None:
         raise ValueError(

@@ -73,6 +73,7 @@ class MaskedDynamics(DynamicsModel):
             unknown activation or init, or a non-positive temperature.
     """
 
+    has_mask = True
     config_keys = (
         *DynamicsMLP.config_keys,
         "mask_width", "temperature", "init_logit", "codebook_size", "code_dim",
@@ -163,8 +164,6 @@ class MaskedDynamics(DynamicsModel):
             kept.append(g)
         out = (h * self.out_weight.unsqueeze(1)).sum(-1) + self.out_bias.unsqueeze(1)
         return out.t(), kept
-
-    has_mask = True
 
     def forward(self, state: Tensor, action: Tensor) -> Tensor:
         """Network output: the normalised ``s'`` (or normalised delta with ``predict_delta``)."""

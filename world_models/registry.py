@@ -17,7 +17,7 @@ MODELS: dict[str, type[DynamicsModel]] = {
 }
 
 #: The models with an input->output mask (mask losses and metrics apply).
-MASKED_MODELS = ("global_mask", "local_mask", "codebook_mask")
+MASKED_MODELS = tuple(name for name, cls in MODELS.items() if cls.has_mask)
 
 
 def model_class(name: str) -> type[DynamicsModel]:

@@ -38,12 +38,13 @@ from world_models.data import (
 from world_models.evaluate import EvalResult, evaluate
 from world_models.losses import (
     LOSS_MODES,
+    check_model_for_mode,
     compute_loss,
     needs_ground_truth_jacobian,
     supervises_mask,
 )
 from world_models.normaliser import Normaliser
-from world_models.registry import MASKED_MODELS, build_model
+from world_models.registry import build_model, model_class
 
 __all__ = ["TrainResult", "Trainer", "TrainerCallback", "resolve_device"]
 
@@ -111,11 +112,7 @@ def resolve_device(device: str) -> torch.device:
 def _check_data(readers: list, loss_mode: str, model: str) -> None:
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"unknown loss mode {loss_mode!r}; accepted: {list(LOSS_MODES)}")
-    if supervises_mask(loss_mode) and model not in MASKED_MODELS:
-        raise ValueError(
-            f"loss mode {loss_mode!r} supervises a mask, but model {model!r} has none; "
-            f"use one of {list(MASKED_MODELS)}"
-        )
+    check_model_for_mode(loss_mode, model_class(model))
     if needs_ground_truth_jacobian(loss_mode) and not has_jacobians(readers):
         missing = [str(r.path) for r in readers if not r.meta.jacobians]
         working = [m for m in LOSS_MODES if not needs_ground_truth_jacobian(m)]
@@ -281,16 +278,28 @@ class Trainer:
                 first ``config.eval_rows`` rows and no rollouts (per-epoch checks).
         """
         c = self.config
-        return evaluate(
-            self.model,
+        return self._evaluate(
             self.readers,
             self.split,
+            "test",
+            horizon=c.horizon if final else 0,
+            max_rows=None if final else c.eval_rows,
+        )
+
+    def _evaluate(self, readers, split, part: str, horizon: int, max_rows: int | None):
+        """:func:`~world_models.evaluate` of the model with this run's settings."""
+        c = self.config
+        return evaluate(
+            self.model,
+            readers,
+            split,
             self.normaliser,
+            part=part,
             thresholds=c.eval_thresholds,
             batch_size=2048,
             nonsmooth=c.nonsmooth,
-            horizon=c.horizon if final else 0,
-            max_rows=None if final else c.eval_rows,
+            horizon=horizon,
+            max_rows=max_rows,
             max_rollouts=c.max_rollouts,
             seed=c.seed,
         )
@@ -319,20 +328,8 @@ class Trainer:
                     f"the model is for {self.meta.env_name} "
                     f"(d_s={self.meta.d_s}, d_a={self.meta.d_a})"
                 )
-        c = self.config
-        return evaluate(
-            self.model,
-            readers,
-            None,
-            self.normaliser,
-            part="all",
-            thresholds=c.eval_thresholds,
-            batch_size=2048,
-            nonsmooth=c.nonsmooth,
-            horizon=c.horizon if horizon is None else int(horizon),
-            max_rollouts=c.max_rollouts,
-            seed=c.seed,
-        )
+        horizon = self.config.horizon if horizon is None else int(horizon)
+        return self._evaluate(readers, None, "all", horizon=horizon, max_rows=None)
 
     def fit(self, epochs: int | None = None) -> TrainResult:
         """Train until ``epochs`` epochs are done (``config.epochs`` by default).
