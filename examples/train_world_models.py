@@ -126,6 +126,7 @@ def run_one(
     config = TrainConfig(
         model=model,
         head_width=args.head_width,
+        shared_heads=args.shared_heads,
         mask_width=args.mask_width,
         codebook_size=args.codebook_size,
         weight_decay=args.weight_decay,
@@ -427,6 +428,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--head-width", type=int, default=64, help="hidden units per output head (masked models)"
+    )
+    parser.add_argument(
+        "--shared-heads",
+        action="store_true",
+        help="masked models: the output heads share their hidden-layer weights",
     )
     parser.add_argument("--mask-width", type=int, default=128, help="mask network width")
     parser.add_argument(

@@ -31,6 +31,7 @@ from jacobian_wrappers.registry import (
 )
 from jacobian_wrappers.simulator import Simulator, Transition, get_simulator
 from jacobian_wrappers.state_space import StateSpace
+from jacobian_wrappers.task_functions import TaskFunctions
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
 from sparsity.storage import DatasetMeta, TransitionReader, TransitionWriter
 
@@ -48,6 +49,7 @@ __all__ = [
     "Simulator",
     "StateSpace",
     "StepJacobians",
+    "TaskFunctions",
     "Transition",
     "TransitionReader",
     "TransitionRecorder",

@@ -31,9 +31,49 @@ from jacobian_wrappers.vec_transitions import (
 from sparsity.stats import DEFAULT_THRESHOLD
 from sparsity.storage import TransitionWriter
 
-__all__ = ["CollectionResult", "TransitionRecorder", "check_recordable", "collect", "make_policy"]
+__all__ = [
+    "CollectionResult",
+    "EpisodeIds",
+    "TransitionRecorder",
+    "check_recordable",
+    "collect",
+    "make_policy",
+]
 
 Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class EpisodeIds:
+    """Global episode ids and in-episode steps of the envs of a VecEnv.
+
+    Every env starts its own episode; after each vector step
+    :meth:`advance` gives the envs that finished an episode new ids (after
+    every id given so far) and resets their step count.
+
+    Args:
+        n_envs: Envs of the VecEnv.
+        first: Id of env 0's first episode.
+
+    Attributes:
+        episode: ``(n_envs,)`` current episode id per env.
+        step: ``(n_envs,)`` steps taken in the current episode.
+        next: The next unused id.
+    """
+
+    def __init__(self, n_envs: int, first: int = 0) -> None:
+        self.episode = np.arange(first, first + n_envs, dtype=np.int64)
+        self.step = np.zeros(n_envs, dtype=np.int32)
+        self.next = int(first) + int(n_envs)
+
+    def advance(self, dones: np.ndarray) -> None:
+        """Count one step; the envs in ``dones`` start new episodes."""
+        dones = np.asarray(dones, dtype=bool)
+        self.step += 1
+        n_done = int(dones.sum())
+        if n_done:
+            self.episode[dones] = np.arange(self.next, self.next + n_done)
+            self.next += n_done
+            self.step[dones] = 0
 
 
 class TransitionRecorder:
@@ -52,10 +92,7 @@ class TransitionRecorder:
     def __init__(self, writer: TransitionWriter, n_envs: int) -> None:
         self.writer = writer
         self.n_envs = int(n_envs)
-        first = writer.next_episode
-        self._episode = np.arange(first, first + self.n_envs, dtype=np.int64)
-        self._next_episode = first + self.n_envs
-        self._step = np.zeros(self.n_envs, dtype=np.int32)
+        self.ids = EpisodeIds(self.n_envs, writer.next_episode)
         self.skipped_nonfinite = 0
 
     def record(self, transition: dict[str, np.ndarray], max_rows: int | None = None) -> int:
@@ -76,8 +113,8 @@ class TransitionRecorder:
             )
         dones = transition["terminated"] | transition["truncated"]
         rows = {k: transition[k] for k in self.writer.meta.columns() if k in transition}
-        rows["episode"] = self._episode.copy()
-        rows["step"] = self._step.copy()
+        rows["episode"] = self.ids.episode.copy()
+        rows["step"] = self.ids.step.copy()
         finite = np.ones(self.n_envs, dtype=bool)
         for k in ("state", "next_state", "jacobian_state", "jacobian_action"):
             if k in rows:
@@ -87,7 +124,7 @@ class TransitionRecorder:
             self.skipped_nonfinite += len(bad)
             warnings.warn(
                 f"skipping {len(bad)} non-finite transition(s) of envs {bad.tolist()} "
-                f"(episodes {self._episode[bad].tolist()}); the episode ends there",
+                f"(episodes {self.ids.episode[bad].tolist()}); the episode ends there",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -97,13 +134,7 @@ class TransitionRecorder:
         if not keep.all():
             rows = {k: v[keep] for k, v in rows.items()}
         self.writer.append(rows)
-        # Advance the episode bookkeeping after the done step was recorded.
-        self._step += 1
-        n_done = int(dones.sum())
-        if n_done:
-            self._episode[dones] = np.arange(self._next_episode, self._next_episode + n_done)
-            self._next_episode += n_done
-            self._step[dones] = 0
+        self.ids.advance(dones)  # after the done step was recorded
         return int(keep.sum())
 
 

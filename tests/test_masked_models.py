@@ -82,12 +82,15 @@ def batch_with_jacobians(n: int = 8, valid_first_action: bool = True) -> Batch:
 # -- Jacobians -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("predict_delta", [False, True])
+@pytest.mark.parametrize(
+    ("predict_delta", "shared"), [(False, False), (True, False), (False, True)]
+)
 @pytest.mark.parametrize("name", MASKED)
 def test_masked_jacobian_matches_torch_func_and_is_zero_off_the_mask(
-    name: str, predict_delta: bool
+    name: str, predict_delta: bool, shared: bool
 ) -> None:
-    model = make(name, predict_delta).eval()
+    model = make(name, predict_delta, shared_heads=shared).eval()
+    assert model.weights[0].shape[0] == (1 if shared else D_S)
     s, a = inputs()
     analytic = model.jacobian(s, a, method="analytic")
     for method in ("jacrev", "jacfwd"):
@@ -108,9 +111,10 @@ def test_masked_jacobian_matches_torch_func_and_is_zero_off_the_mask(
     assert torch.all(raw[off] == 0.0) and (raw[hard == 1] != 0).double().mean() > 0.9
 
 
+@pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("name", MASKED)
-def test_training_jacobian_is_that_of_the_sampled_mask(name: str) -> None:
-    model = make(name, dropout=0.0).train()
+def test_training_jacobian_is_that_of_the_sampled_mask(name: str, shared: bool) -> None:
+    model = make(name, dropout=0.0, shared_heads=shared).train()
     s, a = inputs()
     torch.manual_seed(3)
     out, jac, sample = model.forward_with_mask(s, a)

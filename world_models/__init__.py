@@ -19,8 +19,14 @@ simulator's, sparsity included::
 Models (:data:`MODELS`): ``mlp`` (the study's), ``global_mask``,
 ``local_mask`` and ``codebook_mask`` (:mod:`world_models.masked`).
 
+In the RL loop (:mod:`mbrl`): :class:`DynamicsEnsemble` and
+:class:`EnsembleTrainer` train an ensemble of any of these models on rows in
+memory (a replay buffer's), and :class:`ModelVecEnv` runs it as an SB3
+``VecEnv``.
+
 Importing the package and reading data sets need torch, numpy and h5py only
-(no JAX, Playground or SB3).
+(no JAX, Playground or SB3); :class:`ModelVecEnv` needs SB3 and is imported
+on first use.
 """
 
 from world_models.base import DynamicsModel, MaskSample
@@ -34,8 +40,10 @@ from world_models.data import (
     fit_normaliser,
     has_jacobians,
     open_datasets,
+    rows_to_batch,
     split_episodes,
 )
+from world_models.ensemble import DynamicsEnsemble, EnsembleTrainer, RewardModel
 from world_models.evaluate import DEFAULT_THRESHOLDS, EvalResult, evaluate, rollout_errors
 from world_models.losses import (
     LOSS_MODES,
@@ -44,6 +52,7 @@ from world_models.losses import (
     JacobianSample,
     LossWeights,
     compute_loss,
+    configure_mask,
     jacobian_columns,
     mask_terms,
     needs_ground_truth_jacobian,
@@ -72,8 +81,10 @@ __all__ = [
     "Batch",
     "Checkpoint",
     "CodebookMaskDynamics",
+    "DynamicsEnsemble",
     "DynamicsMLP",
     "DynamicsModel",
+    "EnsembleTrainer",
     "EpisodeSplit",
     "EvalResult",
     "GlobalMaskDynamics",
@@ -83,7 +94,9 @@ __all__ = [
     "LossWeights",
     "MaskSample",
     "MaskedDynamics",
+    "ModelVecEnv",
     "Normaliser",
+    "RewardModel",
     "RunningMoments",
     "TrainConfig",
     "TrainResult",
@@ -92,6 +105,7 @@ __all__ = [
     "TransitionStream",
     "build_model",
     "compute_loss",
+    "configure_mask",
     "evaluate",
     "fit_normaliser",
     "has_jacobians",
@@ -104,8 +118,18 @@ __all__ = [
     "open_datasets",
     "resolve_device",
     "rollout_errors",
+    "rows_to_batch",
     "save_checkpoint",
     "split_episodes",
     "supervises_mask",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    # ModelVecEnv needs SB3; imported on first use so that the package does not.
+    if name == "ModelVecEnv":
+        from world_models.model_env import ModelVecEnv
+
+        return ModelVecEnv
+    raise AttributeError(f"module 'world_models' has no attribute {name!r}")

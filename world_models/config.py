@@ -26,6 +26,8 @@ class TrainConfig:
         width: Units per hidden layer (of the MLP; of each output's head
             for the masked models when ``head_width`` is ``None``).
         head_width: Units per hidden layer of each output's head of a masked model.
+        shared_heads: The masked models' heads share their hidden-layer
+            weights (``MaskedDynamics(shared_heads=True)``).
         mask_width: Hidden units of the mask network (``local_mask``,
             ``codebook_mask``).
         codebook_size: ``K``, masks in the codebook (``codebook_mask``).
@@ -84,6 +86,7 @@ class TrainConfig:
     model: str = "mlp"
     width: int = 512
     head_width: int | None = 64
+    shared_heads: bool = False
     mask_width: int = 128
     codebook_size: int = 16
     code_dim: int = 16
@@ -184,6 +187,7 @@ class TrainConfig:
         return {
             "width": self.width if self.head_width is None else self.head_width,
             "mask_width": self.mask_width,
+            "shared_heads": self.shared_heads,
             "temperature": self.mask_temperature,
             "codebook_size": self.codebook_size,
             "code_dim": self.code_dim,

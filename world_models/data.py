@@ -36,6 +36,7 @@ __all__ = [
     "fit_normaliser",
     "has_jacobians",
     "open_datasets",
+    "rows_to_batch",
     "split_episodes",
 ]
 
@@ -181,6 +182,7 @@ class Batch:
             ``J`` taken at a non-smooth point of the step (an action on its
             control bound), which the Jacobian losses leave out; ``None``: all
             columns count.
+        reward: ``(B,)`` raw rewards, when the rows had them (a learned reward); or ``None``.
     """
 
     state: Tensor
@@ -190,6 +192,7 @@ class Batch:
     jacobian: Tensor | None = None
     zero_mask: Tensor | None = None
     jacobian_valid: Tensor | None = None
+    reward: Tensor | None = None
 
     def __len__(self) -> int:
         return self.state.shape[0]
@@ -206,6 +209,57 @@ class Batch:
     def to(self, device: str | torch.device) -> Batch:
         """The batch on ``device``."""
         return self.map(lambda t: t.to(device))
+
+
+def rows_to_batch(
+    rows: dict[str, np.ndarray],
+    normaliser: Normaliser,
+    *,
+    jacobians: bool,
+    threshold: float,
+    nonsmooth: str = "mask",
+    dtype: torch.dtype = torch.float32,
+) -> Batch:
+    """Raw transition rows (a data set's columns) as a normalised :class:`Batch`.
+
+    The one conversion of every source of rows: data-set files
+    (:class:`TransitionStream`) and in-memory buffers (the replay buffer of
+    :mod:`mbrl`).
+
+    Args:
+        rows: ``state``, ``action``, ``next_state`` (``reward``: kept raw) and,
+            with ``jacobians``, ``jacobian_state``, ``jacobian_action``,
+            ``jacobian_nonsmooth``.
+        normaliser: Coordinates of the batch.
+        jacobians: Build the normalised Jacobian and zero mask.
+        threshold: Zero threshold of the mask (on the raw Jacobian).
+        nonsmooth: ``"mask"``: mark the non-smooth columns invalid; ``"keep"``.
+        dtype: Floating dtype of the tensors.
+    """
+    from sparsity.stats import combine, zero_mask
+
+    norm = normaliser
+    s, a, s2 = rows["state"], rows["action"], rows["next_state"]
+    out = {
+        "state": norm.normalise("state", s),
+        "action": norm.normalise("action", a),
+        "next_state": norm.normalise("next_state", s2),
+        "delta": norm.normalise("delta", np.asarray(s2, np.float64) - s),
+    }
+    if "reward" in rows:
+        out["reward"] = rows["reward"]
+    tensors = {k: torch.as_tensor(v, dtype=dtype) for k, v in out.items()}
+    if jacobians:
+        jac = combine(rows["jacobian_state"], rows["jacobian_action"])
+        # The mask comes from the raw Jacobian, as the sparsity statistics count zeros.
+        zeros = zero_mask(jac, threshold)
+        if nonsmooth == "mask":
+            valid = ~rows["jacobian_nonsmooth"]
+            zeros &= valid[:, None, :]
+            tensors["jacobian_valid"] = torch.as_tensor(valid)
+        tensors["zero_mask"] = torch.as_tensor(zeros)
+        tensors["jacobian"] = torch.as_tensor(norm.jacobian_to_normalised(jac), dtype=dtype)
+    return Batch(**tensors)
 
 
 class TransitionStream(torch.utils.data.IterableDataset):
@@ -308,30 +362,14 @@ class TransitionStream(torch.utils.data.IterableDataset):
         return chunk
 
     def _to_batch(self, rows: dict[str, np.ndarray]) -> Batch:
-        from sparsity.stats import combine, zero_mask
-
-        norm = self.normaliser
-        s, a, s2 = rows["state"], rows["action"], rows["next_state"]
-        out = {
-            "state": norm.normalise("state", s),
-            "action": norm.normalise("action", a),
-            "next_state": norm.normalise("next_state", s2),
-            "delta": norm.normalise("delta", np.asarray(s2, np.float64) - s),
-        }
-        tensors = {k: torch.as_tensor(v, dtype=self.dtype) for k, v in out.items()}
-        if self.jacobians:
-            jac = combine(rows["jacobian_state"], rows["jacobian_action"])
-            # The mask comes from the raw Jacobian, as the sparsity statistics count zeros.
-            zeros = zero_mask(jac, self.threshold)
-            if self.nonsmooth == "mask":
-                valid = ~rows["jacobian_nonsmooth"]
-                zeros &= valid[:, None, :]
-                tensors["jacobian_valid"] = torch.as_tensor(valid)
-            tensors["zero_mask"] = torch.as_tensor(zeros)
-            tensors["jacobian"] = torch.as_tensor(
-                norm.jacobian_to_normalised(jac), dtype=self.dtype
-            )
-        return Batch(**tensors)
+        return rows_to_batch(
+            rows,
+            self.normaliser,
+            jacobians=self.jacobians,
+            threshold=self.threshold,
+            nonsmooth=self.nonsmooth,
+            dtype=self.dtype,
+        )
 
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -395,7 +433,7 @@ class InMemoryBatches:
         parts = list(once)
         if not parts:
             raise ValueError(f"the {stream.part!r} split has no rows")
-        self.data = Batch(
+        data = Batch(
             **{
                 f.name: None
                 if getattr(parts[0], f.name) is None
@@ -403,12 +441,29 @@ class InMemoryBatches:
                 for f in fields(Batch)
             }
         )
-        self.batch_size, self.seed, self.drop_last = (
-            stream.batch_size,
-            stream.seed,
-            stream.drop_last,
-        )
+        self._setup(data, stream.batch_size, stream.seed, stream.drop_last)
+
+    def _setup(self, data: Batch, batch_size: int, seed: int, drop_last: bool) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.data = data
+        self.batch_size, self.seed, self.drop_last = int(batch_size), int(seed), bool(drop_last)
         self.epoch = 0
+
+    @classmethod
+    def from_batch(
+        cls, data: Batch, batch_size: int = 512, seed: int = 0, drop_last: bool = False
+    ) -> InMemoryBatches:
+        """Shuffled batches of rows already in memory (e.g. of a replay buffer).
+
+        Raises:
+            ValueError: No rows, or a non-positive ``batch_size``.
+        """
+        if len(data) == 0:
+            raise ValueError("no rows to make batches of")
+        self = cls.__new__(cls)
+        self._setup(data, batch_size, seed, drop_last)
+        return self
 
     @staticmethod
     def nbytes(stream: TransitionStream) -> int:

@@ -62,6 +62,7 @@ __all__ = [
     "LossWeights",
     "check_model_for_mode",
     "compute_loss",
+    "configure_mask",
     "jacobian_columns",
     "mask_terms",
     "needs_ground_truth_jacobian",
@@ -229,6 +230,18 @@ def check_model_for_mode(mode: str, model: DynamicsModel | type[DynamicsModel]) 
         raise ValueError(
             f"loss mode {mode!r} supervises a mask, but model {model.name!r} has none; "
             f"use one of {list(MASKED_MODELS)}"
+        )
+
+
+def configure_mask(model: DynamicsModel, mode: str, straight_through: bool | None) -> None:
+    """Set whether a masked model's prediction losses reach its mask (straight-through).
+
+    ``None``: only when ``mode`` does not supervise the mask
+    (``TrainConfig.mask_straight_through``); models without a mask are left as they are.
+    """
+    if model.has_mask:
+        model.straight_through = (
+            not supervises_mask(mode) if straight_through is None else bool(straight_through)
         )
 
 

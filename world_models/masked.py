@@ -7,8 +7,10 @@ the masked inputs ``x * M[j]``:
     net_j(x) = w_j . act(W_jL ... act(W_j1 (x * M[j]) + b_j1) ...) + c_j
 
 All ``d_s`` heads run as one batched matrix product per layer (no Python
-loop over outputs). The Jacobian of the network is, by the chain rule with
-the mask held fixed,
+loop over outputs). With ``shared_heads`` the hidden layers' weights are one
+set for all outputs (each output keeps its biases, its output layer and its
+own masked inputs), so that every output's head learns from every sample.
+The Jacobian of the network is, by the chain rule with the mask held fixed,
 
     d net_j / d x_i = M[j, i] * (w_j diag(g_jL) W_jL ... diag(g_j1) W_j1)[i],
 
@@ -67,6 +69,10 @@ class MaskedDynamics(DynamicsModel):
         init_logit: Starting logit of every edge (2: about 88% of edges on).
         codebook_size: ``K`` codes (``codebook_mask`` only).
         code_dim: Dimension of a code (``codebook_mask`` only).
+        shared_heads: One set of hidden-layer weights for all outputs (each
+            output keeps its own biases and output layer, and its own
+            masked inputs), so every output learns from all the data;
+            ``False``: every output has its own head.
 
     Raises:
         ValueError: A non-positive size, dropout outside ``[0, 1)``, an
@@ -76,7 +82,7 @@ class MaskedDynamics(DynamicsModel):
     has_mask = True
     config_keys = (
         *DynamicsMLP.config_keys,
-        "mask_width", "temperature", "init_logit", "codebook_size", "code_dim",
+        "mask_width", "temperature", "init_logit", "codebook_size", "code_dim", "shared_heads",
     )  # fmt: skip
 
     def __init__(
@@ -94,6 +100,7 @@ class MaskedDynamics(DynamicsModel):
         init_logit: float = 2.0,
         codebook_size: int = 16,
         code_dim: int = 16,
+        shared_heads: bool = False,
     ) -> None:
         super().__init__(d_s, d_a, predict_delta)
         check_architecture(width, depth, activation, dropout, init)
@@ -106,19 +113,22 @@ class MaskedDynamics(DynamicsModel):
         self.mask_width, self.temperature = int(mask_width), float(temperature)
         self.init_logit = float(init_logit)
         self.codebook_size, self.code_dim = int(codebook_size), int(code_dim)
+        self.shared_heads = bool(shared_heads)
         self._act, self._act_grad = ACTIVATIONS[activation]
         n, h = self.n_inputs, self.width
-        # Layer k of every head: weight (d_s, out, in) in nn.Linear's layout.
+        # Layer k of every head: weight (d_s, out, in) in nn.Linear's layout;
+        # (1, out, in), broadcast over the outputs, when the heads share them.
         sizes = [n] + [h] * self.depth
+        stack = 1 if self.shared_heads else self.d_s
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(self.d_s, o, i)) for i, o in itertools.pairwise(sizes)
+            nn.Parameter(torch.empty(stack, o, i)) for i, o in itertools.pairwise(sizes)
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(self.d_s, o)) for o in sizes[1:])
         self.out_weight = nn.Parameter(torch.empty(self.d_s, h))
         self.out_bias = nn.Parameter(torch.zeros(self.d_s))
         with torch.no_grad():
             for w in self.weights:
-                for j in range(self.d_s):  # fan-in rules per head, not over the stack
+                for j in range(len(w)):  # fan-in rules per head, not over the stack
                     _init_head(w[j], init)
             _init_head(self.out_weight, init)  # row j: head j's output layer
         self.mask = self._build_mask()
@@ -154,7 +164,7 @@ class MaskedDynamics(DynamicsModel):
         h = (x.unsqueeze(1) * mask).transpose(0, 1)
         kept = []
         for w, b in zip(self.weights, self.biases, strict=True):
-            z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            z = torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)
             g = self._act_grad(z) if gates else None
             h = self._act(z)
             if self.training and self.dropout > 0:
@@ -180,8 +190,8 @@ class MaskedDynamics(DynamicsModel):
         out, gates = self._heads(torch.cat([state, action], dim=-1), sample.hard, True)
         rows = self.out_weight.unsqueeze(1) * gates[-1]  # (d_s, B, width)
         for k in range(len(gates) - 1, 0, -1):
-            rows = torch.bmm(rows, self.weights[k]) * gates[k - 1]
-        jac = torch.bmm(rows, self.weights[0]).transpose(0, 1) * sample.hard  # (B, d_s, n)
+            rows = torch.matmul(rows, self.weights[k]) * gates[k - 1]
+        jac = torch.matmul(rows, self.weights[0]).transpose(0, 1) * sample.hard  # (B, d_s, n)
         return out, self._skip_jacobian(jac), sample
 
     def _resolve_method(self, method: str) -> str:
@@ -205,7 +215,8 @@ class MaskedDynamics(DynamicsModel):
     def extra_repr(self) -> str:
         """Options shown by ``repr``."""
         return (
-            f"heads={self.d_s}, width={self.width}, depth={self.depth}, "
+            f"heads={self.d_s}, shared={self.shared_heads}, width={self.width}, "
+            f"depth={self.depth}, "
             f"activation={self.activation!r}, dropout={self.dropout}, "
             f"predict_delta={self.predict_delta}"
         )

@@ -40,8 +40,8 @@ from world_models.losses import (
     LOSS_MODES,
     check_model_for_mode,
     compute_loss,
+    configure_mask,
     needs_ground_truth_jacobian,
-    supervises_mask,
 )
 from world_models.normaliser import Normaliser
 from world_models.registry import build_model, model_class
@@ -207,11 +207,7 @@ class Trainer:
     def _build_model(self) -> DynamicsModel:
         c = self.config
         model = build_model(c.model, self.meta.d_s, self.meta.d_a, **c.model_kwargs())
-        if model.has_mask:
-            through = c.mask_straight_through
-            model.straight_through = (
-                not supervises_mask(self.loss_mode) if through is None else through
-            )
+        configure_mask(model, self.loss_mode, c.mask_straight_through)
         model.set_normaliser(self.normaliser)
         return model.to(self.device)
 

@@ -1,0 +1,229 @@
+"""SAC alone against MBPO with world models of the project: returns against real env steps.
+
+    python examples/mbrl_experiment.py --env CartpoleBalance --out results/mbrl/cartpole \
+        --sac-steps 15000 --mbpo-steps 5000 --seeds 1-3 --workers 2
+
+Variants (``--variants``): ``sac`` (SB3's SAC, one update per step),
+``mbpo-mlp`` (MBPO, MLP ensemble, ``state`` loss), ``mbpo-mlp-jacobian``
+(MLP with ``--jacobian-loss``, fed by the env's Jacobians) and
+``mbpo-local_mask`` (masked ensemble, mask supervised with the true zero
+pattern: ``state-mask``). Every variant acts in the same env
+(``PlaygroundVecEnv(jacobians=True, precision="float64")``) and is
+evaluated every ``--eval-every`` real steps by its deterministic policy on
+``--eval-episodes`` full episodes of a separate env. Each (variant, seed)
+writes ``runs/<variant>_<seed>.csv`` (step, mean and std of the return) and
+its TensorBoard log; a finished run is read back, not rerun. The summary:
+``returns.png`` (mean ± std over seeds against real steps), ``results.md``
+(final return per variant; real steps each MBPO variant needs to reach SAC's
+final mean return).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = ("sac", "mbpo-mlp", "mbpo-mlp-jacobian", "mbpo-local_mask")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"1-3"`` -> ``[1, 2, 3]``; ``"1,4"`` -> ``[1, 4]``."""
+    if "-" in text:
+        lo, hi = (int(x) for x in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def _evaluate(model, env, episodes: int) -> tuple[float, float]:
+    """Mean and std of the undiscounted return of ``episodes`` full deterministic episodes."""
+    obs = env.reset()
+    total = np.zeros(episodes)
+    done = np.zeros(episodes, bool)
+    while not done.all():
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, dones, _ = env.step(action)
+        total += np.where(done, 0.0, reward)
+        done |= dones
+    return float(total.mean()), float(total.std())
+
+
+def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
+    """Train one variant with one seed; write its evaluation curve; return the CSV path."""
+    out = Path(args.out) / "runs" / f"{variant}_{seed}.csv"
+    if out.exists():
+        return out
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import jacobian_wrappers as jw
+    from mbrl import MBPO
+
+    env = jw.PlaygroundVecEnv(args.env, n_envs=1, seed=seed, jacobians=True, precision="float64")
+    eval_env = jw.PlaygroundVecEnv(
+        args.env, n_envs=args.eval_episodes, seed=10_000 + seed, jacobians=False
+    )
+    common = dict(
+        learning_starts=args.learning_starts, seed=seed, verbose=0,
+        tensorboard_log=str(Path(args.out) / "tb"),
+    )  # fmt: skip
+    if variant == "sac":
+        model = SAC("MlpPolicy", env, **common)
+        steps = args.sac_steps
+    else:
+        world_model, loss = {
+            "mbpo-mlp": ("mlp", "state"),
+            "mbpo-mlp-jacobian": ("mlp", args.jacobian_loss),
+            "mbpo-local_mask": ("local_mask", "state-mask"),
+        }[variant]
+        model = MBPO(
+            "MlpPolicy", env, world_model=world_model, loss_mode=loss,
+            n_members=args.members, model_train_freq=args.model_train_freq,
+            model_epochs=args.model_epochs, rollout_length=args.rollout_length,
+            rollout_batch_size=args.rollout_batch_size, gradient_steps=args.gradient_steps,
+            real_ratio=args.real_ratio, **common,
+        )  # fmt: skip
+        steps = args.mbpo_steps
+    rows: list[tuple[int, float, float, float]] = []
+    start = time.perf_counter()
+
+    class Evaluate(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % args.eval_every == 0:
+                mean, std = _evaluate(self.model, eval_env, args.eval_episodes)
+                rows.append((self.num_timesteps, mean, std, time.perf_counter() - start))
+                self.logger.record("eval/mean_return", mean)
+            return True
+
+    model.learn(steps, callback=Evaluate(), tb_log_name=f"{variant}_{seed}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "mean_return", "std_return", "seconds"])
+        w.writerows(rows)
+    tmp.replace(out)
+    return out
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -> str:
+    """Write ``returns.png`` and ``results.md``; return the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(args.out)
+    curves = {
+        v: [_read(out / "runs" / f"{v}_{s}.csv") for s in seeds]
+        for v in variants
+        if all((out / "runs" / f"{v}_{s}.csv").exists() for s in seeds)
+    }
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines = [
+        f"{args.env}: undiscounted return of the deterministic policy over "
+        f"{args.eval_episodes} episodes, mean ± std over seeds {seeds}.",
+        "",
+        "| variant | real steps | final return | return at 1/3 of SAC's steps "
+        "| real steps to SAC's final mean | seconds per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    sac_final = None
+    if "sac" in curves:
+        sac_final = float(np.mean([c["mean_return"][-1] for c in curves["sac"]]))
+    third = args.sac_steps // 3
+    for v, runs in curves.items():
+        steps = runs[0]["step"]
+        n = min(len(r["step"]) for r in runs)
+        mean = np.mean([r["mean_return"][:n] for r in runs], axis=0)
+        std = np.std([r["mean_return"][:n] for r in runs], axis=0)
+        ax.plot(steps[:n], mean, label=v)
+        ax.fill_between(steps[:n], mean - std, mean + std, alpha=0.2)
+        finals = [r["mean_return"][n - 1] for r in runs]
+        at_third = [np.interp(third, r["step"], r["mean_return"]) for r in runs]
+        reach = "-"
+        if sac_final is not None and v != "sac":
+            hits = [
+                int(r["step"][np.argmax(r["mean_return"] >= sac_final)])
+                if (r["mean_return"] >= sac_final).any()
+                else None
+                for r in runs
+            ]
+            reach = ", ".join("not reached" if h is None else str(h) for h in hits)
+        seconds = np.mean([r["seconds"][-1] for r in runs])
+        lines.append(
+            f"| {v} | {int(steps[n - 1])} | {np.mean(finals):.0f} ± {np.std(finals):.0f} "
+            f"| {np.mean(at_third):.0f} ± {np.std(at_third):.0f} | {reach} | {seconds:.0f} |"
+        )
+    if sac_final is not None:
+        ax.axhline(sac_final, color="grey", ls=":", lw=1, label="SAC's final mean")
+    ax.set_xlabel("real env steps")
+    ax.set_ylabel("return")
+    ax.set_title(args.env)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "returns.png", dpi=120)
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="CartpoleBalance")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--seeds", default="1-3")
+    parser.add_argument("--sac-steps", type=int, default=15_000)
+    parser.add_argument("--mbpo-steps", type=int, default=5_000)
+    parser.add_argument("--learning-starts", type=int, default=1_000)
+    parser.add_argument("--eval-every", type=int, default=1_000)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--model-train-freq", type=int, default=250)
+    parser.add_argument("--model-epochs", type=float, default=5.0)
+    parser.add_argument("--rollout-length", type=int, default=1)
+    parser.add_argument("--rollout-batch-size", type=int, default=5_000)
+    parser.add_argument("--gradient-steps", type=int, default=10, help="SAC updates per real step")
+    parser.add_argument("--real-ratio", type=float, default=0.05)
+    parser.add_argument(
+        "--jacobian-loss", default="state-jacobian-l1-sparse-only",
+        help="loss of mbpo-mlp-jacobian",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    args = parser.parse_args()
+    seeds = parse_seeds(args.seeds)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "args.json").write_text(json.dumps(vars(args), indent=1))
+    jobs = [(v, s) for s in seeds for v in args.variants]
+    if args.workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process holding JAX
+        with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+            for path in pool.map(run_one, *zip(*jobs, strict=True), [args] * len(jobs)):
+                print("done", path, flush=True)
+    else:
+        for v, s in jobs:
+            print("done", run_one(v, s, args), flush=True)
+    print(summarise(args, list(args.variants), seeds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""A task's own observation and reward, as functions of the ground-truth state.
+
+A world model predicts the state ``s' = concat(qpos, qvel)``; an agent
+trained inside the model needs the observation and the reward the real env
+would give there. :class:`TaskFunctions` evaluates the Playground task's own
+``_get_obs`` and ``_get_reward`` (every DM Control Suite task has both) on
+the MJX data of a state: the positions, contacts and sensors are recomputed
+by ``mjx.forward`` at that state, and the batch runs as one jitted, vmapped
+call.
+
+How close this is to the real env: MJX's step, like MuJoCo's, computes the
+derived quantities of a substep (positions, sensors) *before* integrating,
+so the real env's observation and reward after a step read some of them at
+the state before its last physics substep, while these functions read them
+at ``s'`` itself. The functions that use only ``qpos``/``qvel`` agree
+exactly; the others differ by one substep's motion. Tasks whose observation
+or reward read per-episode state the ground truth does not hold (a random
+target in ``info``) cannot be evaluated from ``s`` alone: there the
+episode's first ``info`` is used, which is wrong for other episodes. The
+measured agreement per env is in docs/world-models.md#world-models-in-the-rl-loop
+(``benchmarks/task_functions.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jacobian_wrappers._validation import check_array
+from jacobian_wrappers.simulator import get_simulator
+
+__all__ = ["TaskFunctions"]
+
+
+class TaskFunctions:
+    """Observation and reward of a Playground task at given ground-truth states.
+
+    Args:
+        env_name: Task name, e.g. ``"CartpoleBalance"``.
+        precision: ``"float32"`` or ``"float64"``.
+        config_overrides: Playground config overrides, as for the envs.
+        seed: Seed of the reset whose ``info`` (and template data) is used.
+
+    Attributes:
+        d_s: State dimension.
+        observation_size: Observation dimension.
+    """
+
+    def __init__(
+        self,
+        env_name: str,
+        precision: str = "float32",
+        config_overrides: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        from mujoco import mjx
+
+        self.sim = sim = get_simulator(env_name, precision, config_overrides)
+        self.env_name = env_name
+        self.d_s, self.d_a = sim.space.dim, sim.action_size
+        self.observation_size = sim.observation_size
+        template = sim.reset(jax.random.PRNGKey(seed))
+        env, model = sim.env, sim.env.mjx_model
+
+        def data_at(s: jax.Array, action: jax.Array) -> Any:
+            data = sim.space.set(template.data, s).replace(ctrl=action)
+            return mjx.forward(model, data)
+
+        def observe(s: jax.Array) -> jax.Array:
+            zero = jnp.zeros(self.d_a, dtype=s.dtype)
+            return env._get_obs(data_at(s, zero), template.info)
+
+        def reward(s_next: jax.Array, action: jax.Array) -> jax.Array:
+            data = data_at(s_next, action)
+            return env._get_reward(data, action, template.info, template.metrics)
+
+        self._observe = sim.scoped(jax.jit(jax.vmap(observe)))
+        self._reward = sim.scoped(jax.jit(jax.vmap(reward)))
+
+    def observe(self, states: np.ndarray) -> np.ndarray:
+        """Observations ``(n, observation_size)`` at states ``(n, d_s)``.
+
+        Raises:
+            ValueError: A shape other than ``(n, d_s)`` or a non-finite state.
+        """
+        states = check_array(states, (len(states), self.d_s), self.sim.dtype, name="states")
+        return np.asarray(self._observe(states))
+
+    def reward(self, next_states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Rewards ``(n,)`` of the steps that applied ``actions`` and reached ``next_states``.
+
+        Raises:
+            ValueError: Shapes other than ``(n, d_s)`` and ``(n, d_a)``, or non-finite values.
+        """
+        n = len(next_states)
+        s = check_array(next_states, (n, self.d_s), self.sim.dtype, name="next_states")
+        a = check_array(actions, (n, self.d_a), self.sim.dtype, name="actions")
+        return np.asarray(self._reward(s, a), dtype=np.float32)

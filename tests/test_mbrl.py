@@ -1,0 +1,510 @@
+"""World models in the RL loop: the Jacobian replay buffer, the ensemble, ModelVecEnv, MBPO.
+
+Checked against independent computations: the buffer's rows against the
+steps fed to it and the states chaining within episodes, its HDF5 export
+against the file read back, the ensemble's per-row members against each
+member run alone, ModelVecEnv's steps against the model's prediction, the
+task functions against the real env, MBPO's logged true sparsity against a
+direct count on the buffer's Jacobians, and a resumed run against the saved one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+import jacobian_wrappers as jw
+from jacobian_wrappers.vec_transitions import dataset_meta
+from mbrl import MBPO, JacobianReplayBuffer, MBPOCheckpointCallback, MixedSampler, ModelBuffer
+from sparsity.storage import TransitionReader
+from tests.test_world_models import D_A, D_S, A, B
+from world_models import (
+    DynamicsEnsemble,
+    EnsembleTrainer,
+    ModelVecEnv,
+    Normaliser,
+    TrainConfig,
+)
+
+CONFIG = TrainConfig(width=32, depth=2, dropout=0.0, lr=3e-3, weight_decay=0.0, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def cartpole_env():
+    """A float64 CartpoleBalance VecEnv with Jacobians and short episodes (dones happen)."""
+    return jw.PlaygroundVecEnv("CartpoleBalance", 2, seed=0, precision="float64", episode_length=15)
+
+
+def _fill(env, buffer, steps: int, seed: int = 0):
+    """Step ``env`` with random actions into ``buffer``; return the transitions fed."""
+    rng = np.random.default_rng(seed)
+    obs = env.reset()
+    fed = []
+    for _ in range(steps):
+        a = rng.uniform(-1, 1, (env.num_envs, 1))
+        new_obs, r, d, infos = env.step(a)
+        buffer.add(obs, new_obs, a, r, d, infos)
+        fed.append({k: np.array(v) for k, v in env.last_transition.items()})
+        obs = new_obs
+    return fed
+
+
+def _linear_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n, D_S))
+    a = rng.uniform(-1, 1, (n, D_A))
+    s2 = s @ A.T + a @ B.T
+    return {
+        "state": s, "action": a, "next_state": s2, "reward": s2[:, 0] - 0.5 * a[:, 1],
+        "jacobian_state": np.broadcast_to(A, (n, D_S, D_S)).copy(),
+        "jacobian_action": np.broadcast_to(B, (n, D_S, D_A)).copy(),
+        "jacobian_nonsmooth": np.zeros((n, D_S + D_A), bool),
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------- replay buffer
+def test_buffer_keeps_the_ground_truth_of_every_step(cartpole_env) -> None:
+    env = cartpole_env
+    buf = JacobianReplayBuffer(80, env.observation_space, env.action_space, n_envs=2)
+    fed = _fill(env, buf, 30)
+    rows = buf.rows()
+    for key in ("state", "action", "next_state", "jacobian_state", "jacobian_action"):
+        want = np.concatenate([f[key] for f in fed])  # slot-major, env-minor, as rows()
+        np.testing.assert_array_equal(rows[key], want)
+    assert buf.has_jacobians and rows["has_jacobian"].all()
+    # Within an episode the next state of one step is the state of the next (per env).
+    for e in range(2):
+        ep, s, s2 = rows["episode"][e::2], rows["state"][e::2], rows["next_state"][e::2]
+        same = ep[1:] == ep[:-1]
+        np.testing.assert_array_equal(s2[:-1][same], s[1:][same])
+        assert (~same).sum() == 1  # one episode boundary in 30 steps of 15
+    assert len(np.unique(rows["episode"])) == 4
+    # SB3's own fields are untouched by the subclass.
+    np.testing.assert_array_equal(buf.rewards[:30], np.stack([f["reward"] for f in fed]))
+
+
+def test_buffer_wraps_around_oldest_first_and_float32_storage(cartpole_env) -> None:
+    env = cartpole_env
+    buf = JacobianReplayBuffer(
+        20, env.observation_space, env.action_space, n_envs=2, dtype="float32"
+    )  # 10 slots of 2 envs
+    fed = _fill(env, buf, 25, seed=1)
+    rows = buf.rows()
+    want = np.concatenate([f["state"] for f in fed[-10:]]).astype(np.float32)
+    np.testing.assert_array_equal(rows["state"], want)
+    assert rows["jacobian_state"].dtype == np.float32
+    per_slot = sum(a.nbytes for a in buf.truth.values()) / (buf.buffer_size * buf.n_envs)
+    assert per_slot == JacobianReplayBuffer.row_nbytes(4, 1, "float32")
+    assert JacobianReplayBuffer.row_nbytes(18, 6, "float32") == 1939  # CheetahRun, README
+
+
+def test_buffer_hdf5_round_trip(cartpole_env, tmp_path) -> None:
+    env = cartpole_env
+    buf = JacobianReplayBuffer(100, env.observation_space, env.action_space, n_envs=2)
+    _fill(env, buf, 30, seed=2)
+    path = tmp_path / "buffer.h5"
+    assert buf.to_hdf5(path, dataset_meta(env)) == 60
+    rows = buf.rows()
+    with TransitionReader(path) as r:
+        assert r.meta.jacobians and len(r) == 60
+        ep = r.read("episode")
+        assert (np.diff(ep) >= 0).all()  # episodes contiguous
+        order = np.lexsort((rows["step"], rows["episode"]))
+        np.testing.assert_array_equal(r.read("state"), rows["state"][order])
+        np.testing.assert_array_equal(r.read("jacobian_action"), rows["jacobian_action"][order])
+    # Import into a fresh buffer, observations from the task's own function.
+    task = jw.TaskFunctions("CartpoleBalance", "float64")
+    back = JacobianReplayBuffer(100, env.observation_space, env.action_space)
+    assert back.load_hdf5(path, observe=task.observe) == 60
+    got = back.rows()
+    with TransitionReader(path) as r:
+        np.testing.assert_array_equal(got["next_state"], r.read("next_state"))
+        np.testing.assert_array_equal(got["episode"], r.read("episode"))
+        np.testing.assert_allclose(
+            back.observations[:60, 0], task.observe(r.read("state")), rtol=1e-6
+        )
+    with pytest.raises(ValueError, match="observe="):
+        JacobianReplayBuffer(100, env.observation_space, env.action_space).load_hdf5(path)
+
+
+def test_buffer_import_scales_actions_to_the_policy_box(linear_h5) -> None:
+    obs = spaces.Box(-np.inf, np.inf, (D_S,), np.float64)
+    act = spaces.Box(np.zeros(D_A), 4 * np.ones(D_A), dtype=np.float64)
+    buf = JacobianReplayBuffer(1000, obs, act)
+    n = buf.load_hdf5(linear_h5)  # observation = state
+    with TransitionReader(linear_h5) as r:
+        a = r.read("action")
+        np.testing.assert_allclose(buf.actions[:n, 0], a / 2 - 1, rtol=1e-6)  # [0,4] -> [-1,1]
+        np.testing.assert_allclose(buf.observations[:n, 0], r.read("state"), rtol=1e-6)
+        assert buf.timeouts[:n, 0].sum() == r.read("truncated").sum()
+
+
+def test_buffer_bad_input(cartpole_env) -> None:
+    env = cartpole_env
+    with pytest.raises(ValueError, match="optimize_memory_usage"):
+        JacobianReplayBuffer(
+            10, env.observation_space, env.action_space, optimize_memory_usage=True,
+            handle_timeout_termination=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="dtype"):
+        JacobianReplayBuffer(10, env.observation_space, env.action_space, dtype="float16")
+    plain = jw.PlaygroundVecEnv("CartpoleBalance", 2, seed=0, precision="float64", jacobians=False)
+    buf = JacobianReplayBuffer(10, plain.observation_space, plain.action_space, n_envs=2)
+    with pytest.raises(ValueError, match="JacobianWrapper"):
+        _fill(plain, buf, 1)
+    obs = plain.reset()
+    plain.step(np.zeros((2, 1)))
+    bad = dict(plain.last_transition)
+    bad["next_state"] = bad["next_state"].copy()
+    bad["next_state"][1, 0] = np.nan
+    buf.stage(bad)
+    with pytest.raises(ValueError, match=r"non-finite next_state in envs \[1\]"):
+        buf.add(obs, obs, np.zeros((2, 1)), np.zeros(2), np.zeros(2), [{}, {}])
+    assert buf.size() == 0  # nothing written
+
+
+def test_sac_fills_the_buffer_from_jacobian_wrapper_envs() -> None:
+    """Plain SB3 SAC with ``replay_buffer_class=JacobianReplayBuffer`` on JacobianWrapper envs."""
+    from stable_baselines3 import SAC
+
+    venv = DummyVecEnv([lambda: jw.JacobianWrapper(jw.PlaygroundEnv("CartpoleBalance", seed=0))])
+    sac = SAC("MlpPolicy", venv, replay_buffer_class=JacobianReplayBuffer, learning_starts=10,
+              buffer_size=100, seed=0)  # fmt: skip
+    sac.learn(30)
+    rows = sac.replay_buffer.rows()
+    assert len(rows["state"]) == 30 and sac.replay_buffer.has_jacobians
+    np.testing.assert_array_equal(rows["next_state"][:-1], rows["state"][1:])
+    # The stored action is what the env applied; SB3's is the policy's scaled one (same box).
+    np.testing.assert_allclose(rows["action"], sac.replay_buffer.actions[:30, 0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------- ensemble
+def test_ensemble_learns_the_linear_system_and_routes_rows_to_members() -> None:
+    ens = DynamicsEnsemble.build(
+        "mlp", D_S, D_A, 3, learn_reward=True, seed=0, **CONFIG.model_kwargs()
+    )
+    trainer = EnsembleTrainer(ens, "state-jacobian", CONFIG, holdout_fraction=0.2)
+    rows = _linear_rows(2000)
+    first = trainer.fit(rows, epochs=1)
+    for _ in range(4):
+        last = trainer.fit(rows, epochs=3)
+    assert last["holdout_mse"] < 0.2 * first["holdout_mse"] and last["holdout_mse"] < 0.01
+    assert last["reward_mse"] < 0.05
+    s = torch.randn(50, D_S)
+    a = torch.rand(50, D_A) * 2 - 1
+    member = torch.arange(50) % 3
+    out = ens.predict_raw(s, a, member)
+    for k in range(3):
+        with torch.no_grad():
+            alone = ens.members[k].predict_raw(s[member == k], a[member == k])
+        torch.testing.assert_close(out[member == k], alone)
+    # Members start from different weights, so they differ off the data.
+    assert not torch.allclose(
+        ens.predict_raw(s, a, member * 0), ens.predict_raw(s, a, member * 0 + 1)
+    )
+    truth = torch.as_tensor(s.numpy() @ A.T + a.numpy() @ B.T, dtype=torch.float32)
+    assert torch.mean((out - truth) ** 2) < 0.05
+
+
+def test_ensemble_bad_input() -> None:
+    ens = DynamicsEnsemble.build("mlp", D_S, D_A, 2, **CONFIG.model_kwargs())
+    trainer = EnsembleTrainer(ens, "state-jacobian", CONFIG)
+    rows = {k: v for k, v in _linear_rows(100).items() if not k.startswith("jacobian")}
+    with pytest.raises(ValueError, match="state mode"):
+        trainer.fit(rows)
+    with pytest.raises(ValueError, match="needs a masked model|mask"):
+        EnsembleTrainer(ens, "state-mask", CONFIG)
+    with pytest.raises(ValueError, match="unknown model"):
+        DynamicsEnsemble.build("transformer", D_S, D_A, 2)
+    with pytest.raises(ValueError, match="learned reward"):
+        ens.predict_reward(torch.zeros(1, D_S), torch.zeros(1, D_A), torch.zeros(1, D_S))
+
+
+# ----------------------------------------------------------------- ModelVecEnv
+@pytest.fixture(scope="module")
+def linear_ensemble():
+    ens = DynamicsEnsemble.build("mlp", D_S, D_A, 2, seed=1, **CONFIG.model_kwargs())
+    EnsembleTrainer(ens, "state", CONFIG).fit(_linear_rows(1000), epochs=5)
+    return ens
+
+
+def _linear_env(ens, n_envs=4, episode_length=5, **kwargs) -> ModelVecEnv:
+    obs = spaces.Box(-np.inf, np.inf, (D_S,), np.float32)
+    act = spaces.Box(-np.ones(D_A, np.float32), np.ones(D_A, np.float32))
+    kwargs.setdefault("reward", lambda s, a, s2: s2[:, 0])
+    return ModelVecEnv(
+        ens, n_envs, obs, act, start_states=np.tile([0.0, 1.0, -1.0], (3, 1)),
+        episode_length=episode_length, seed=0, **kwargs,
+    )  # fmt: skip
+
+
+def test_model_vec_env_steps_the_model_and_ends_episodes_as_the_real_env(linear_ensemble) -> None:
+    env = _linear_env(linear_ensemble)
+    obs = env.reset()
+    np.testing.assert_array_equal(obs, np.tile([0.0, 1.0, -1.0], (4, 1)))
+    rng = np.random.default_rng(0)
+    for t in range(1, 6):
+        s = env.states
+        a = rng.uniform(-2, 2, (4, D_A))  # clipped to the box, as the simulator clamps
+        obs, r, dones, infos = env.step(a)
+        member = torch.as_tensor([i["member"] for i in infos])
+        with torch.no_grad():
+            want = np.stack([
+                linear_ensemble.members[int(m)].predict_raw(
+                    torch.as_tensor(s[i : i + 1], dtype=torch.float32),
+                    torch.as_tensor(np.clip(a[i : i + 1], -1, 1), dtype=torch.float32),
+                )[0].numpy()
+                for i, m in enumerate(member)
+            ])  # fmt: skip
+        s2 = np.stack([i["next_state"] for i in infos])
+        np.testing.assert_allclose(s2, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r, want[:, 0], rtol=1e-5, atol=1e-6)
+        assert dones.all() == (t == 5)
+    assert all(i["TimeLimit.truncated"] for i in infos)
+    np.testing.assert_allclose(np.stack([i["terminal_observation"] for i in infos]), s2, rtol=1e-6)
+    np.testing.assert_array_equal(obs, np.tile([0.0, 1.0, -1.0], (4, 1)))  # auto-reset
+    assert len(set(member.tolist()) | {0, 1}) == 2  # both members are drawn
+
+
+def test_model_vec_env_reports_a_non_finite_prediction(linear_ensemble) -> None:
+    import copy
+
+    broken = copy.deepcopy(linear_ensemble)
+    with torch.no_grad():
+        for m in broken.members:
+            m.out_mean[1] = float("inf")
+    env = _linear_env(broken, episode_length=100)
+    env.reset()
+    obs, r, dones, infos = env.step(np.zeros((4, D_A)))
+    assert dones.all() and all(i.get("nonfinite") for i in infos)
+    assert all(i["TimeLimit.truncated"] for i in infos) and np.isfinite(obs).all()
+    np.testing.assert_array_equal(r, 0.0)
+
+
+def test_any_sb3_algorithm_trains_in_the_model(linear_ensemble) -> None:
+    env = _linear_env(linear_ensemble, n_envs=2, episode_length=8)
+    PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0).learn(32)
+
+
+def test_model_vec_env_bad_input(linear_ensemble, cartpole_env) -> None:
+    with pytest.raises(ValueError, match="learned reward"):
+        _linear_env(linear_ensemble, reward="learned")
+    with pytest.raises(ValueError, match=r"start_states must have shape \(2, 3\)"):
+        _linear_env(linear_ensemble).__class__(
+            linear_ensemble, 1, spaces.Box(-1, 1, (D_S,)), spaces.Box(-1, 1, (D_A,)),
+            start_states=np.zeros((2, 5)), reward=lambda s, a, s2: s2[:, 0],
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="observe=None"):
+        ModelVecEnv(
+            linear_ensemble, 1, spaces.Box(-1, 1, (7,)), spaces.Box(-1, 1, (D_A,)),
+            start_states=np.zeros((1, D_S)), reward=lambda s, a, s2: s2[:, 0],
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"size 3.*CartpoleBalance.*size 4"):
+        ModelVecEnv.from_env(cartpole_env, linear_ensemble)
+
+
+def test_model_vec_env_from_a_playground_env_uses_its_resets_and_task_functions(cartpole_env):
+    ens = DynamicsEnsemble.build("mlp", 4, 1, 2, seed=0, **CONFIG.model_kwargs())
+    ens.set_normaliser(Normaliser.identity(4, 1))
+    env = ModelVecEnv.from_env(cartpole_env, ens, n_envs=8)
+    assert env.episode_length == cartpole_env.sim.episode_length
+    task = jw.TaskFunctions("CartpoleBalance", "float64")
+    obs = env.reset()
+    s = env.states
+    np.testing.assert_allclose(obs, task.observe(s), rtol=1e-6)
+    assert np.abs(s[:, 1]).max() < 0.1 and len(np.unique(s[:, 0])) == 8  # balance resets
+    a = np.linspace(-1, 1, 8)[:, None]
+    obs, r, _, infos = env.step(a)
+    s2 = np.stack([i["next_state"] for i in infos])
+    np.testing.assert_allclose(r, task.reward(s2, a), rtol=1e-5)
+    np.testing.assert_allclose(obs, task.observe(s2), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- task functions
+def test_task_functions_agree_with_the_real_env(cartpole_env) -> None:
+    env = cartpole_env
+    task = jw.TaskFunctions("CartpoleBalance", "float64")
+    obs = env.reset()
+    np.testing.assert_allclose(task.observe(env.states), obs, rtol=1e-10, atol=1e-12)
+    rng = np.random.default_rng(3)
+    err, rewards = [], []
+    for _ in range(14):  # no episode ends (episodes of 15)
+        a = rng.uniform(-1, 1, (2, 1))
+        obs, r, _, _ = env.step(a)
+        t = env.last_transition
+        mine = task.observe(t["next_state"])
+        # Cart position and velocities are read from s' by both; the pole's cos/sin
+        # are positions the real step read one physics substep earlier.
+        np.testing.assert_allclose(mine[:, [0, 3, 4]], obs[:, [0, 3, 4]], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(mine[:, 1:3], obs[:, 1:3], atol=0.1)
+        err.append(task.reward(t["next_state"], a) - r)
+        rewards.append(r)
+    err = np.concatenate(err)
+    assert np.abs(err).mean() < 0.02 * np.ptp(np.concatenate(rewards)) + 0.01
+
+
+# ----------------------------------------------------------------- MBPO
+def test_mixed_sampler_draws_the_real_share() -> None:
+    obs = spaces.Box(-np.inf, np.inf, (D_S,), np.float32)
+    act = spaces.Box(-1, 1, (D_A,), np.float32)
+    real = JacobianReplayBuffer(100, obs, act)
+    for _ in range(20):
+        real.stage({"state": np.zeros((1, D_S)), "action": np.zeros((1, D_A)),
+                    "next_state": np.zeros((1, D_S)), "terminated": np.zeros(1, bool),
+                    "truncated": np.zeros(1, bool)})  # fmt: skip
+        real.add(np.zeros((1, D_S)), np.zeros((1, D_S)), np.zeros((1, D_A)), np.ones(1),
+                 np.zeros(1), [{}])  # fmt: skip
+    model = ModelBuffer(50, D_S, D_A)
+    model.add(np.ones((30, D_S)), np.zeros((30, D_A)), -np.ones(30), np.ones((30, D_S)),
+              np.zeros(30))  # fmt: skip
+    batch = MixedSampler(real, model, 0.25).sample(64)
+    assert (batch.rewards == 1).sum() == 16 and (batch.rewards == -1).sum() == 48
+    assert batch.observations.shape == (64, D_S)
+    with pytest.raises(ValueError, match="real_ratio"):
+        MixedSampler(real, model, 1.5)
+
+
+def _mbpo(env, **kwargs) -> MBPO:
+    kwargs = {
+        "n_members": 2, "model_train_freq": 40, "model_epochs": 2.0,
+        "rollout_batch_size": 64, "rollout_length": 2, "learning_starts": 40,
+        "gradient_steps": 1, "batch_size": 32, "seed": 0,
+        "model_config": TrainConfig(width=32, depth=2, dropout=0.0, weight_decay=0.0,
+                                    batch_size=64, lr=1e-3),
+        **kwargs,
+    }  # fmt: skip
+    return MBPO("MlpPolicy", env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def mbpo_run(cartpole_env, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("mbpo_tb")
+    model = _mbpo(cartpole_env, loss_mode="state-jacobian", tensorboard_log=str(logdir))
+    model.learn(120)
+    return model, logdir
+
+
+def _scalars(logdir) -> dict[str, dict[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = list(logdir.rglob("events.out.tfevents.*"))
+    assert len(files) == 1, files
+    acc = EventAccumulator(str(files[0].parent), size_guidance={"scalars": 0}).Reload()
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+
+
+@pytest.mark.slow  # a short MBPO run (about a minute on 2 cores)
+def test_mbpo_trains_the_ensemble_and_rolls_out_into_the_model_buffer(mbpo_run) -> None:
+    m, logdir = mbpo_run
+    logged = _scalars(logdir)  # the TensorBoard event file read back
+    for key in ("model/holdout_mse", "model/fresh_mse", "model/loss", "model/train_seconds"):
+        assert key in logged and all(np.isfinite(v) for v in logged[key].values()), key
+    assert set(logged["model/rollout_length"].values()) == {2.0}
+    assert set(logged["model/jacobian_sparsity_combined"].values()) == {0.0}  # MLP: no zero
+    assert all(0.05 < v < 0.3 for v in logged["model/true_sparsity_combined"].values())
+    # Trained at 42 and 82 real steps; each round rolls 64 real states out 2 steps.
+    assert m.ensemble_trainer.calls == 2
+    assert m.model_buffer.size() == m.ensemble_trainer.calls * 64 * 2
+    # Model transitions hold the task's observations of the predicted states.
+    task = jw.TaskFunctions("CartpoleBalance", "float64")
+    pred = m.model_env.states  # the last round's predicted states (no env was reset)
+    np.testing.assert_allclose(
+        m.model_buffer.next_obs[m.model_buffer.pos - 64 : m.model_buffer.pos],
+        task.observe(pred).astype(np.float32),
+        rtol=1e-5, atol=1e-6,
+    )  # fmt: skip
+
+
+@pytest.mark.slow  # a short MBPO run (about a minute on 2 cores)
+def test_mbpo_logs_the_true_sparsity_of_the_fresh_steps(cartpole_env) -> None:
+    m = _mbpo(cartpole_env, loss_mode="state")
+    m.learn(80)
+    last = m._last_model_train
+    fresh = m.replay_buffer.rows(since=m._fresh_since())
+    assert len(fresh["state"]) == m.num_timesteps - last > 0
+    logs = m.train_world_model()
+    jac = np.concatenate([fresh["jacobian_state"], fresh["jacobian_action"]], 2)
+    valid = ~fresh["jacobian_nonsmooth"][:, None, :].repeat(4, 1)
+    want = np.mean([np.mean(np.abs(j)[v] < 1e-15) for j, v in zip(jac, valid, strict=True)])
+    assert logs["true_sparsity_combined"] == pytest.approx(want)
+    assert 0.05 < want < 0.3  # CartpoleBalance: about 15 % of [J_s | J_a] is exactly zero
+    assert logs["jacobian_sparsity_combined"] == pytest.approx(0.0)  # an MLP has no exact zero
+
+
+@pytest.mark.slow  # a short MBPO run (about a minute on 2 cores)
+def test_mbpo_checkpoint_resumes_with_both_buffers_and_the_ensemble(cartpole_env, tmp_path) -> None:
+    m = _mbpo(cartpole_env, world_model="local_mask", loss_mode="state-mask")
+    m.learn(90, callback=MBPOCheckpointCallback(45, tmp_path / "ck"))  # saved after step 90
+    back = MBPO.load_checkpoint(tmp_path / "ck", cartpole_env)
+    assert back.num_timesteps == 90 and back.world_model == "local_mask"
+    for key in ("state", "next_state", "jacobian_state"):  # the last step is in it too
+        np.testing.assert_array_equal(back.replay_buffer.rows()[key], m.replay_buffer.rows()[key])
+    np.testing.assert_array_equal(back.model_buffer.obs, m.model_buffer.obs)
+    # Saved at the end of the run: every weight, buffer and optimiser moment restored exactly.
+    m.save_checkpoint(tmp_path / "end")
+    back = MBPO.load_checkpoint(tmp_path / "end", cartpole_env)
+    for name in ("ensemble", "policy"):
+        saved, loaded = getattr(m, name).state_dict(), getattr(back, name).state_dict()
+        assert saved.keys() == loaded.keys()
+        for key in saved:
+            torch.testing.assert_close(loaded[key], saved[key], rtol=0, atol=0)
+    moments = [s["exp_avg"] for s in back.ensemble_trainer.optimizer.state_dict()["state"].values()]
+    want = [s["exp_avg"] for s in m.ensemble_trainer.optimizer.state_dict()["state"].values()]
+    assert len(moments) == len(want) > 0
+    for x, y in zip(moments, want, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    np.testing.assert_array_equal(
+        back.ensemble.normaliser.mean["state"], m.ensemble.normaliser.mean["state"]
+    )
+    back.learn(30, reset_num_timesteps=False)
+    # The schedule is restored too: the next model training is due at 122, not at once.
+    assert back.num_timesteps == 120 and back.ensemble_trainer.calls == 0
+    (tmp_path / "ck" / "model_buffer.pkl").unlink()
+    with pytest.raises(FileNotFoundError, match="model_buffer.pkl"):
+        MBPO.load_checkpoint(tmp_path / "ck", cartpole_env)
+
+
+def test_mbpo_bad_input(cartpole_env) -> None:
+    plain = jw.PlaygroundVecEnv("CartpoleBalance", 1, seed=0, jacobians=False)
+    with pytest.raises(ValueError, match=r"jacobians=True.*'state'"):
+        _mbpo(plain, loss_mode="state-jacobian")
+    _mbpo(plain, loss_mode="state")  # a state mode needs no Jacobians
+    gym_env = DummyVecEnv([lambda: jw.JacobianWrapper(jw.PlaygroundEnv("CartpoleBalance"))])
+    with pytest.raises(ValueError, match="PlaygroundVecEnv.*DummyVecEnv"):
+        _mbpo(gym_env)
+    with pytest.raises(ValueError, match="unknown model"):
+        _mbpo(cartpole_env, world_model="gru")
+    with pytest.raises(ValueError, match="unknown loss mode"):
+        _mbpo(cartpole_env, loss_mode="nll")
+    with pytest.raises(ValueError, match="real_ratio"):
+        _mbpo(cartpole_env, real_ratio=2.0)
+
+
+@pytest.mark.slow  # two short real runs with full-episode evaluations
+def test_mbrl_experiment_script_writes_curves_table_and_figure(tmp_path) -> None:
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "mbrl_experiment.py"
+    out = tmp_path / "exp"
+    cmd = [
+        sys.executable, str(script), "--out", str(out), "--variants", "sac", "mbpo-mlp",
+        "--seeds", "1", "--sac-steps", "60", "--mbpo-steps", "40", "--learning-starts", "20",
+        "--eval-every", "20", "--eval-episodes", "1", "--members", "2",
+        "--model-train-freq", "20", "--rollout-batch-size", "32", "--gradient-steps", "1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "runs" / "mbpo-mlp_1.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [20, 40]
+    assert all(0 <= float(r["mean_return"]) <= 1000 for r in rows)  # DM Control: reward in [0, 1]
+    table = (out / "results.md").read_text()
+    assert "| sac | 60 |" in table and "| mbpo-mlp | 40 |" in table
+    assert (out / "returns.png").stat().st_size > 0
