@@ -167,6 +167,7 @@ def test_buffer_bad_input(cartpole_env) -> None:
     assert buf.size() == 0  # nothing written
 
 
+@pytest.mark.slow  # compiles the task functions / trains SAC briefly
 def test_sac_fills_the_buffer_from_jacobian_wrapper_envs() -> None:
     """Plain SB3 SAC with ``replay_buffer_class=JacobianReplayBuffer`` on JacobianWrapper envs."""
     from stable_baselines3 import SAC
@@ -307,6 +308,7 @@ def test_model_vec_env_bad_input(linear_ensemble, cartpole_env) -> None:
         ModelVecEnv.from_env(cartpole_env, linear_ensemble)
 
 
+@pytest.mark.slow  # compiles the task functions / trains SAC briefly
 def test_model_vec_env_from_a_playground_env_uses_its_resets_and_task_functions(cartpole_env):
     ens = DynamicsEnsemble.build("mlp", 4, 1, 2, seed=0, **CONFIG.model_kwargs())
     ens.set_normaliser(Normaliser.identity(4, 1))
