@@ -52,7 +52,7 @@ from jacobian_wrappers.vec_env import PlaygroundVecEnv
 from jacobian_wrappers.vec_transitions import base_venv, vec_transition
 from mbrl.model_buffer import MixedSampler, ModelBuffer
 from mbrl.replay_buffer import JacobianReplayBuffer
-from sparsity.stats import combine, sample_sparsity, valid_mask, zero_mask
+from sparsity.stats import DEFAULT_THRESHOLD, combine, sample_sparsity, valid_mask, zero_mask
 from world_models.config import TrainConfig
 from world_models.ensemble import DynamicsEnsemble, EnsembleTrainer
 from world_models.losses import LOSS_MODES, needs_ground_truth_jacobian
@@ -149,7 +149,7 @@ class MBPO(SAC):
         real_ratio: float = 0.05,
         reward: str = "simulator",
         buffer_dtype: str | None = None,
-        sparsity_threshold: float = 1e-15,
+        sparsity_threshold: float = DEFAULT_THRESHOLD,
         sparsity_rows: int = 256,
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -283,9 +283,7 @@ class MBPO(SAC):
             keys.append("reward")
         if self.ensemble_trainer.jacobians:
             keys += ["jacobian_state", "jacobian_action", "jacobian_nonsmooth"]
-        rows = buf.rows(keys=[k for k in keys if k != "reward"])
-        if self.reward == "learned":
-            rows["reward"] = buf.rewards[buf._slots()].reshape(-1)
+        rows = buf.rows(keys=keys)
         result = self.ensemble_trainer.fit(rows, self.model_epochs, self.model_max_steps)
         self._normaliser_state = self.ensemble.normaliser.state_dict()
         self._last_model_train = self.num_timesteps

@@ -40,6 +40,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 from jacobian_wrappers.collection import EpisodeIds
 from jacobian_wrappers.vec_transitions import transition_from_infos
+from sparsity.stats import DEFAULT_THRESHOLD
 from sparsity.storage import DatasetMeta, TransitionReader, TransitionWriter
 from world_models.data import Batch, rows_to_batch
 from world_models.normaliser import Normaliser
@@ -243,7 +244,8 @@ class JacobianReplayBuffer(ReplayBuffer):
         """Stored ground truth as flat ``(rows, ...)`` arrays, oldest first (env-major per slot).
 
         Args:
-            keys: Columns to return (default: all kept).
+            keys: Columns to return (default: all of the ground truth); ``"reward"``
+                is SB3's reward field, in the same layout.
             since: Skip the first ``since`` filled slots (e.g. to get the newest rows).
             index: Row numbers into the flat layout instead (``size() * n_envs`` rows).
         """
@@ -252,7 +254,8 @@ class JacobianReplayBuffer(ReplayBuffer):
         slots = self._slots()[int(since) :]
         out = {}
         for k in keys:
-            flat = self.truth[k][slots].reshape(len(slots) * self.n_envs, *self.truth[k].shape[2:])
+            column = self.rewards if k == "reward" else self.truth[k]
+            flat = column[slots].reshape(len(slots) * self.n_envs, *column.shape[2:])
             out[k] = flat if index is None else flat[index]
         return out
 
@@ -261,7 +264,7 @@ class JacobianReplayBuffer(ReplayBuffer):
         normaliser: Normaliser,
         *,
         jacobians: bool = False,
-        threshold: float = 1e-15,
+        threshold: float = DEFAULT_THRESHOLD,
         nonsmooth: str = "mask",
         index: np.ndarray | None = None,
         since: int = 0,
@@ -327,8 +330,7 @@ class JacobianReplayBuffer(ReplayBuffer):
                 "meta.jacobians is True but not every stored transition has a Jacobian; "
                 "pass dataclasses.replace(meta, jacobians=False)"
             )
-        rows = self.rows()
-        rows["reward"] = self.rewards[self._slots()].reshape(-1)
+        rows = self.rows([*self.truth, "reward"])
         order = np.lexsort((rows["step"], rows["episode"]))  # episodes contiguous, in time
         with TransitionWriter(path, meta, overwrite=overwrite) as writer:
             cols = meta.columns()

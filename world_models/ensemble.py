@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sparsity.stats import DEFAULT_THRESHOLD
 from world_models.base import DynamicsModel
 from world_models.config import TrainConfig
 from world_models.data import InMemoryBatches, rows_to_batch
@@ -253,7 +254,7 @@ class EnsembleTrainer:
 
     def _batch(self, rows: Mapping[str, np.ndarray]):
         c = self.config
-        threshold = 1e-15 if c.threshold is None else c.threshold
+        threshold = DEFAULT_THRESHOLD if c.threshold is None else c.threshold
         return rows_to_batch(
             dict(rows), self.ensemble.normaliser, jacobians=self.jacobians,
             threshold=threshold, nonsmooth=c.nonsmooth,
