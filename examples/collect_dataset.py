@@ -7,6 +7,12 @@
 
 An interrupted run (Ctrl-C, or killed) keeps every complete chunk; ``--resume``
 continues the file up to ``--steps`` rows.
+
+In shards (docs/scale.md): ``--shard K/N`` collects shard K of N (``--steps``
+rows) to ``<out>.shard-K-of-N.h5``, from any launcher; ``--ray [ADDRESS]
+--shards N`` runs the N shards (``--steps`` rows in all) as Ray tasks.
+``--devices D`` splits the env batch over D local JAX devices (default: all
+that divide ``--n-envs``).
 """
 
 from __future__ import annotations
@@ -46,10 +52,28 @@ def main() -> None:
         "--compression", default=None, choices=["lzf", "gzip"], help="default: none (fastest)"
     )
     parser.add_argument("--no-jacobians", action="store_true", help="store s, a, s' only")
+    parser.add_argument("--devices", type=int, default=None, help="JAX devices (default: all)")
+    parser.add_argument("--shard", default=None, metavar="K/N", help="collect shard K of N")
+    parser.add_argument(
+        "--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
+        help="--shards as Ray tasks: a local Ray instance, or the cluster at ADDRESS",
+    )  # fmt: skip
+    parser.add_argument("--shards", type=int, default=None, help="--ray: shards (Ray tasks)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing file")
     group.add_argument("--overwrite", action="store_true", help="replace an existing file")
     args = parser.parse_args()
+    env_kwargs = dict(
+        precision=args.precision,
+        jacobians=not args.no_jacobians,
+        episode_length=args.episode_length,
+        backend=args.backend,
+        jacobian_method=args.jacobian_method,
+        devices=args.devices,
+    )
+    if args.ray or args.shard:
+        shards(parser, args, env_kwargs)
+        return
 
     env = jw.PlaygroundVecEnv(
         args.env,
@@ -60,6 +84,7 @@ def main() -> None:
         episode_length=args.episode_length,
         backend=args.backend,
         jacobian_method=args.jacobian_method,
+        devices=args.devices,
     )
     try:
         result = jw.collect(
@@ -86,6 +111,38 @@ def main() -> None:
     )
     if result.skipped_nonfinite:
         print(f"skipped {result.skipped_nonfinite} non-finite transitions")
+
+
+def shards(parser: argparse.ArgumentParser, args: argparse.Namespace, env_kwargs: dict) -> None:
+    """``--shard K/N`` (this process collects one shard) or ``--ray --shards N``."""
+    from sparsity import open_reader
+    from sweeps import collect_shard, collect_shards, import_ray
+
+    common = dict(n_envs=args.n_envs, seed=args.seed, policy=args.policy, **env_kwargs)
+    if args.shard:
+        if args.ray:
+            parser.error("--shard K/N collects one shard here; --ray --shards N runs them all")
+        k, _, n = args.shard.partition("/")
+        if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+            parser.error(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}")
+        path = collect_shard(
+            args.env, args.steps, args.out, int(k), int(n),
+            resume=args.resume, overwrite=args.overwrite, **common,
+        )  # fmt: skip
+        files = [path]
+    else:
+        if not args.shards or args.shards < 1:
+            parser.error("--ray needs --shards N (N >= 1)")
+        try:
+            import_ray()
+        except ImportError as err:
+            parser.error(str(err))
+        files = collect_shards(
+            args.env, args.steps, args.out, args.shards, ray=args.ray,
+            resume=args.resume, overwrite=args.overwrite, **common,
+        )  # fmt: skip
+    with open_reader(files) as data:
+        print(f"{len(data)} transitions in {len(files)} shard(s): {', '.join(files)}")
 
 
 if __name__ == "__main__":

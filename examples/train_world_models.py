@@ -21,14 +21,21 @@ for the masked models only. Written to ``--out``:
 
     python examples/train_world_models.py --data cartpole.h5 cheetah.h5 \\
         --losses all --seeds 1-5 --epochs 100 --out results/q4 [--column-subset 2]
-        [--jacobian-columns K] [--workers 2] [--eval-every 10] [--autocast]
+        [--jacobian-columns K] [--ray [ADDRESS]] [--eval-every 10] [--autocast]
     python examples/train_world_models.py --data cheetah_random.h5 \\
         --model mlp local_mask codebook_mask --losses state,state-mask \\
         --shift-data cheetah_expert.h5 --out results/masks
 
-``--workers N`` trains N runs at a time in separate processes, each with
-``cores / N`` torch threads: on a CPU, independent runs use the cores better
-than one run's threads do. ``--jacobian-columns K`` trains every Jacobian loss
+``--ray`` runs the grid as Ray Tune trials on a local Ray instance (all
+cores; ``--cpus-per-trial`` CPUs, which are also its torch threads, and
+``--gpus-per-trial`` GPUs each), ``--ray ADDRESS`` on a running Ray cluster.
+Every trial hands its trainer checkpoint to Tune after each epoch;
+``--resume`` after a crash or Ctrl-C continues the unfinished trials from
+there (docs/scale.md). Without ``--ray`` the runs go one after the other in
+this process (also resumable: a rerun skips finished runs and continues the
+interrupted one from its last epoch). Data may be single files, shard
+folders or globs of shards (``data/cheetah/`` or ``'data/cheetah.shard-*.h5'``).
+``--jacobian-columns K`` trains every Jacobian loss
 with K random Jacobian columns per sample (unbiased, about ``1 + K`` forward
 passes instead of ``d_s``); ``--column-subset K`` instead adds one extra
 ``state-jacobian`` run with K columns next to the exact ones, to show what the
@@ -42,22 +49,20 @@ import argparse
 import csv
 import json
 import math
-import multiprocessing
 import os
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
+from sweeps import SweepJob, run_sweep
 from world_models import (
     LOSS_MODES,
     MASKED_MODELS,
     MODELS,
     LossWeights,
     TrainConfig,
-    Trainer,
     open_datasets,
     supervises_mask,
 )
@@ -93,69 +98,6 @@ def group_by_env(paths: list[str]) -> dict[str, list[str]]:
         groups[reader.meta.env_name].append(p)
         reader.close()
     return dict(groups)
-
-
-def run_label(mode: str, columns: int | None) -> str:
-    """The loss column of the tables: the mode, and the column subset if any."""
-    return mode if columns is None else f"{mode} [k={columns} cols]"
-
-
-def run_tag(env: str, model: str, label: str, seed: int) -> str:
-    """File name of a run (the study's MLP runs keep their names without the model)."""
-    safe = "".join(c if c.isalnum() or c == "-" else "_" for c in label)
-    prefix = env if model == "mlp" else f"{env}_{model}"
-    return f"{prefix}_{safe}_s{seed}"
-
-
-def run_one(
-    env: str,
-    files: list[str],
-    model: str,
-    mode: str,
-    columns: int | None,
-    seed: int,
-    shift: list[str],
-    args,
-) -> dict:
-    """Train and evaluate one model, or read back the result of a finished run."""
-    label = run_label(mode, columns)
-    tag = run_tag(env, model, label, seed)
-    done = args.out / "runs" / f"{tag}.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    config = TrainConfig(
-        model=model,
-        head_width=args.head_width,
-        shared_heads=args.shared_heads,
-        mask_width=args.mask_width,
-        codebook_size=args.codebook_size,
-        weight_decay=args.weight_decay,
-        weights=LossWeights(mask_zeros=args.mask_zero_weight),
-        epochs=args.epochs,
-        seed=seed,
-        width=args.width,
-        depth=args.depth,
-        batch_size=args.batch_size,
-        predict_delta=args.predict_delta,
-        device=args.device,
-        jacobian_columns=columns,
-        horizon=args.horizon,
-        log_dir=str(args.out / "tb" / tag),
-        progress=args.progress,
-        num_threads=args.threads,
-        eval_every=args.eval_every,
-        autocast=args.autocast,
-    )
-    trainer = Trainer(files, mode, config)
-    result = trainer.fit()
-    row = {"env": env, "model": model, "loss": label, "seed": seed, "seconds": result.seconds}
-    row["samples_per_second"] = result.samples_per_second
-    row.update(result.metrics.flat())
-    if shift:
-        row.update({f"shift_{k}": v for k, v in trainer.evaluate_on(shift).flat().items()})
-    done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(row))
-    return row
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -408,9 +350,26 @@ def main() -> None:
         help="train every Jacobian loss with K random Jacobian columns per sample",
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=1, help="runs trained at a time")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads per run (default: cores/workers)"
+        "--ray",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="ADDRESS",
+        help="run the grid as Ray Tune trials: a local Ray instance, or the cluster at ADDRESS",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="--ray: continue the interrupted Tune sweep in --out"
+    )
+    parser.add_argument(
+        "--cpus-per-trial", type=float, default=1, help="--ray: CPUs (= torch threads) per trial"
+    )
+    parser.add_argument("--gpus-per-trial", type=float, default=0, help="--ray: GPUs per trial")
+    parser.add_argument(
+        "--ray-cpus", type=int, default=None, help="--ray: CPUs of the local instance (all)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads of a run without --ray"
     )
     parser.add_argument(
         "--eval-every", type=int, default=1, help="test metrics every this many epochs"
@@ -457,11 +416,18 @@ def main() -> None:
         return
     if not args.data:
         parser.error("--data is required (or --merge)")
-    for name in ("workers", "eval_every", "epochs"):
+    for name in ("eval_every", "epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.threads is None:
-        args.threads = max(1, (os.cpu_count() or 1) // args.workers)
+    if args.resume and not args.ray:
+        parser.error("--resume continues a --ray sweep; without --ray a rerun resumes by itself")
+    if args.ray:
+        from sweeps import import_ray
+
+        try:
+            import_ray()
+        except ImportError as err:
+            parser.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
     runs = [(m, None if m == "state" else args.jacobian_columns) for m in args.losses]
     if args.column_subset:
@@ -473,7 +439,7 @@ def main() -> None:
         parser.error(f"--shift-data holds envs {unknown} that no --data file holds")
     thresholds = list(TrainConfig().eval_thresholds)
     jobs = [
-        (env, files, model, mode, columns, seed, shift.get(env, []))
+        SweepJob(env, tuple(files), model, mode, seed, columns, tuple(shift.get(env, [])))
         for env, files in groups.items()
         for model in args.model
         for mode, columns in runs
@@ -482,7 +448,26 @@ def main() -> None:
     ]
     if not jobs:
         parser.error(f"--losses {args.losses} need a masked --model: {list(MASKED_MODELS)}")
-    order = {(j[0], j[2], run_label(j[3], j[4]), j[5]): i for i, j in enumerate(jobs)}
+    config = TrainConfig(
+        head_width=args.head_width,
+        shared_heads=args.shared_heads,
+        mask_width=args.mask_width,
+        codebook_size=args.codebook_size,
+        weight_decay=args.weight_decay,
+        weights=LossWeights(mask_zeros=args.mask_zero_weight),
+        epochs=args.epochs,
+        width=args.width,
+        depth=args.depth,
+        batch_size=args.batch_size,
+        predict_delta=args.predict_delta,
+        device=args.device,
+        horizon=args.horizon,
+        progress=args.progress,
+        num_threads=args.threads or (None if args.ray else os.cpu_count()),
+        eval_every=args.eval_every,
+        autocast=args.autocast,
+    )
+    order = {job.key: i for i, job in enumerate(jobs)}
     rows: list[dict] = []
     t0 = time.perf_counter()
 
@@ -498,21 +483,29 @@ def main() -> None:
         )
         write_tables(rows, aggregate(rows), args.out, thresholds)
 
-    if args.workers == 1:
-        for job in jobs:
-            finished(run_one(*job, args))
-    else:
-        # spawn: a fresh interpreter per worker (no forked torch/OpenMP state).
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-            futures = [pool.submit(run_one, *job, args) for job in jobs]
-            for future in as_completed(futures):
-                finished(future.result())
+    run_sweep(
+        jobs,
+        config,
+        args.out,
+        ray=args.ray,
+        resume=args.resume,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        num_cpus=args.ray_cpus,
+        on_row=finished,
+    )
     wall = time.perf_counter() - t0
+    if not rows:
+        raise SystemExit("no run finished; see the errors above (--ray: rerun with --resume)")
     plot(aggregate(rows), args.out, thresholds, rows)
-    timing = {"wall_seconds": wall, "runs": len(jobs), "workers": args.workers}
-    timing["threads_per_run"] = args.threads
+    timing = {"wall_seconds": wall, "runs": len(jobs), "finished": len(rows)}
+    timing["engine"] = "ray" if args.ray else "serial"
+    timing["cpus_per_trial" if args.ray else "threads"] = (
+        args.cpus_per_trial if args.ray else config.num_threads
+    )
     (args.out / "timing.json").write_text(json.dumps(timing, indent=1))
+    if len(rows) < len(jobs):
+        print(f"{len(jobs) - len(rows)} runs did not finish: rerun with --resume to finish them")
     print(f"done in {wall:.0f} s; tables and figures in {args.out}")
     print((args.out / "results.md").read_text())
 

@@ -291,6 +291,7 @@ def collect(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> CollectionResult:
     """Collect ``n_steps`` transitions (over all envs) into the data set at ``path``.
 
@@ -314,6 +315,8 @@ def collect(
         resume: Continue an existing file.
         overwrite: Replace an existing file.
         progress: Show a tqdm progress bar with the steps/s.
+        extra: Further notes in the file's metadata (``DatasetMeta.extra``;
+            e.g. ``{"shard": [index, count]}``, see ``sweeps.collect_shard``).
 
     Raises:
         TypeError: ``n_steps`` not an int, or ``env`` not an SB3 ``VecEnv``.
@@ -323,7 +326,7 @@ def collect(
     n_steps = check_int(n_steps, "n_steps", minimum=1)
     check_recordable(env, "collect")
     act, desc = make_policy(policy, env, seed)
-    meta = dataset_meta(env, threshold=threshold, policy=desc)
+    meta = dataset_meta(env, threshold=threshold, policy=desc, extra=dict(extra or {}))
     with TransitionWriter(
         path,
         meta,

@@ -29,6 +29,27 @@ from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 __all__ = ["PlaygroundVecEnv"]
 
 
+def _resolve_devices(devices: int | Sequence[Any] | None, n_envs: int) -> list[Any]:
+    """The devices of ``PlaygroundVecEnv(devices=...)``; see its docstring."""
+    local = jax.local_devices()
+    if devices is None:
+        return local if n_envs % len(local) == 0 else local[:1]
+    if isinstance(devices, int | np.integer) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(local):
+            raise ValueError(f"devices must be in [1, {len(local)}] (local devices), got {devices}")
+        chosen = local[: int(devices)]
+    else:
+        chosen = list(devices)
+        if not chosen:
+            raise ValueError("devices is an empty list")
+    if n_envs % len(chosen):
+        raise ValueError(
+            f"n_envs={n_envs} cannot be split over {len(chosen)} devices: give a multiple of "
+            f"{len(chosen)} or fewer devices"
+        )
+    return chosen
+
+
 def _select(mask: jax.Array, a: Any, b: Any) -> Any:
     """Per env (axis 0), leaves of ``a`` where ``mask`` else leaves of ``b``."""
 
@@ -90,13 +111,19 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             iteration). Both give the same Jacobians (docs/env.md#exact-and-fast).
             ``None`` (default): ``"implicit"`` in float64, ``"unrolled"`` in
             float32, the faster of the two there.
+        devices: JAX devices the env batch is split over (the env axis
+            sharded, ``n_envs / len(devices)`` envs each; the same transitions
+            as on one device). ``None`` (default): every local device when
+            their number divides ``n_envs``, else the first; an int: the first
+            that many local devices; or a list of devices.
 
     Raises:
         TypeError: ``n_envs``, ``seed``, ``jacobian_every`` or ``episode_length``
             not an int, or ``config_overrides`` not a dict.
         ValueError: ``n_envs < 1``, ``jacobian_every < 1``, ``episode_length < 1``,
             unknown ``precision``, ``backend``, ``jacobian_method``, ``env_name``
-            or config key. All checked before anything compiles.
+            or config key, or ``devices`` that do not divide ``n_envs``.
+            All checked before anything compiles.
     """
 
     def __init__(
@@ -114,6 +141,7 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         info_keys: dict[str, str] | None = None,
         backend: str = "mjx",
         jacobian_method: str | None = None,
+        devices: int | Sequence[Any] | None = None,
     ) -> None:
         n_envs = check_int(n_envs, "n_envs", minimum=1)
         self.backend = check_backend(backend)
@@ -146,8 +174,17 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         #: (``"step"``) and those recomputed ``"unrolled"`` because the implicit
         #: solver tangent could not be verified (``"recomputed"``).
         self.jacobian_counts = {"step": 0, "recomputed": 0}
+        self.devices = _resolve_devices(devices, n_envs)
+        self._sharding = None
+        jit_kwargs: dict[str, Any] = {}
+        if len(self.devices) > 1:
+            mesh = jax.sharding.Mesh(np.array(self.devices), ("env",))
+            self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("env"))
+            # Every input and output leaf has the env axis first: split it over the devices.
+            jit_kwargs = {"in_shardings": self._sharding, "out_shardings": self._sharding}
         self._step_fns = {
-            flag: self.sim.scoped(jax.jit(self._make_step(flag))) for flag in (False, True)
+            flag: self.sim.scoped(jax.jit(self._make_step(flag), **jit_kwargs))
+            for flag in (False, True)
         }
         self._recompute_fn: Any = None  # compiled when first needed
 
@@ -218,9 +255,9 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
                     if s is not None:
                         keys = keys.at[i].set(jax.random.PRNGKey(s))
                         reset_keys = reset_keys.at[i].set(keys[i])
-            self._state = self.sim.batch_reset(reset_keys)
-            self._keys = keys
-            self._elapsed = jnp.zeros(self.num_envs, dtype=jnp.int32)
+            self._state = self._shard(self.sim.batch_reset(reset_keys))
+            self._keys = self._shard(keys)
+            self._elapsed = self._shard(jnp.zeros(self.num_envs, dtype=jnp.int32))
         self._reset_seeds()
         self._reset_options()
         self._obs = np.asarray(self._state.obs)
@@ -234,6 +271,10 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         """
         shape = (self.num_envs, *self.action_space.shape)
         self._actions = check_array(actions, shape, self.sim.dtype, name="actions")
+
+    def _shard(self, tree: Any) -> Any:
+        """``tree`` with its env axis split over :attr:`devices` (as is on one device)."""
+        return tree if self._sharding is None else jax.device_put(tree, self._sharding)
 
     def step_wait(self) -> VecEnvStepReturn:
         """Run the jitted step of all envs; see the class docstring for ``infos``."""
@@ -409,7 +450,7 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
                     "no env was changed"
                 )
             chosen = jnp.zeros(self.num_envs, dtype=bool).at[idx].set(True)
-            self._state = _select(chosen, refreshed, self._state)  # the others untouched
+            self._state = self._shard(_select(chosen, refreshed, self._state))  # others untouched
         self._obs = np.asarray(self._state.obs)
         return self._obs.copy()
 

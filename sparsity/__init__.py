@@ -23,6 +23,7 @@ from sparsity.analysis import (
     contact_stats,
 )
 from sparsity.report import markdown_table, write_report
+from sparsity.shards import ShardedReader, open_reader, shard_path, shard_paths
 from sparsity.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
@@ -53,6 +54,7 @@ __all__ = [
     "GlobalZeros",
     "PatternCounter",
     "RunLengths",
+    "ShardedReader",
     "SparsityMeans",
     "TransitionReader",
     "TransitionWriter",
@@ -60,8 +62,11 @@ __all__ = [
     "combine",
     "contact_stats",
     "markdown_table",
+    "open_reader",
     "package_versions",
     "sample_sparsity",
+    "shard_path",
+    "shard_paths",
     "valid_mask",
     "write_report",
     "zero_mask",

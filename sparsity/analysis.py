@@ -15,10 +15,12 @@ Elements taken at a non-smooth point of the step (the stored
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparsity.shards import open_reader
 from sparsity.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
@@ -30,7 +32,6 @@ from sparsity.stats import (
     valid_mask,
     zero_mask,
 )
-from sparsity.storage import TransitionReader
 
 __all__ = [
     "NONSMOOTH_POLICIES",
@@ -367,7 +368,7 @@ def _episodes(reader, acc: _Pass, n_contacts: np.ndarray):
 
 
 def analyse_dataset(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Sequence[str | os.PathLike],
     threshold: float | None = None,
     tsne_samples: int = 2000,
     seed: int = 0,
@@ -378,7 +379,8 @@ def analyse_dataset(
     """Analyse the data set at ``path`` in one streaming pass (plus a t-SNE sample).
 
     Args:
-        path: Data set written by :class:`~sparsity.TransitionWriter`.
+        path: Data set written by :class:`~sparsity.TransitionWriter`, or a set of
+            shards as one (a folder, a glob or a list; :func:`~sparsity.open_reader`).
         threshold: Zero threshold; the data set's own when ``None``.
         tsne_samples: Samples embedded by t-SNE (0 skips it).
         seed: Seed of the t-SNE subsample.
@@ -392,7 +394,7 @@ def analyse_dataset(
     """
     if nonsmooth not in NONSMOOTH_POLICIES:
         raise ValueError(f"nonsmooth must be one of {NONSMOOTH_POLICIES}, got {nonsmooth!r}")
-    with TransitionReader(path) as reader:
+    with open_reader(path) as reader:
         meta = reader.meta
         if not meta.jacobians:
             raise ValueError(f"{path} holds no Jacobians (collected with jacobians=False)")
@@ -408,7 +410,7 @@ def analyse_dataset(
         if tsne_samples > 0 and len(reader) >= 5:
             tsne, tsne_sp = _tsne(reader, acc.sparsity["combined"], tsne_samples, seed)
         return DatasetAnalysis(
-            path=str(path),
+            path=str(reader.path),
             env_name=meta.env_name,
             precision=meta.precision,
             jacobian_backend=str(meta.extra.get("jacobian_backend", "mjx")),

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 HEAVY = ("jax", "mujoco_playground", "stable_baselines3", "torch")
-PACKAGES = ("jacobian_wrappers", "callbacks", "world_models", "sparsity", "mbrl")
+PACKAGES = ("jacobian_wrappers", "callbacks", "world_models", "sparsity", "mbrl", "sweeps")
 
 
 def _run(code: str) -> dict:

@@ -655,8 +655,8 @@ def test_checkpoint_round_trip_gives_identical_predictions(cartpole_run) -> None
         np.testing.assert_array_equal(ckpt.normaliser.scale(k), result.normaliser.scale(k))
 
 
-def test_q4_script_in_parallel_workers_and_rerun_skips_finished_runs(linear_h5, tmp_path) -> None:
-    """The Q4 example end to end: 2 worker processes, tables that match the per-run rows."""
+def test_q4_script_on_local_ray_and_rerun_skips_finished_runs(linear_h5, tmp_path) -> None:
+    """The Q4 example end to end: Ray Tune trials on 2 CPUs, tables that match the per-run rows."""
     import csv
     import json
     import subprocess
@@ -668,7 +668,7 @@ def test_q4_script_in_parallel_workers_and_rerun_skips_finished_runs(linear_h5, 
     cmd = [
         sys.executable, str(script), "--data", str(linear_h5), "--losses", "state,state-jacobian",
         "--seeds", "1-2", "--epochs", "2", "--width", "16", "--batch-size", "64",
-        "--horizon", "2", "--out", str(out), "--workers", "2", "--jacobian-columns", "1",
+        "--horizon", "2", "--out", str(out), "--ray", "--ray-cpus", "2", "--jacobian-columns", "1",
         "--eval-every", "1",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -687,7 +687,8 @@ def test_q4_script_in_parallel_workers_and_rerun_skips_finished_runs(linear_h5, 
         assert float(agg["mse_normalised_std"]) == pytest.approx(np.std(mses))
     for name in ("results.md", "fig8_test_mse.png", "fig8_induced_sparsity.png"):
         assert (out / name).stat().st_size > 0
-    assert json.loads((out / "timing.json").read_text())["workers"] == 2
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["engine"] == "ray" and timing["finished"] == 4
     # A rerun reads the finished runs back (same rows, same seconds) instead of training.
     before = (out / "runs.csv").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -54,17 +54,21 @@ NONSMOOTH_POLICIES = ("mask", "keep")
 def open_datasets(data: DataSource) -> list[TransitionReader]:
     """Open the data set(s) of one env; readers passed in are used as they are.
 
+    A folder or a glob is one data set of shards (:class:`~sparsity.ShardedReader`).
+
     Raises:
         ValueError: No data, files of different envs or dimensions, an empty
             file, or a state whose Jacobian rows are tangent coordinates
             (``d_t != d_s``, free or ball joints), which the models do not handle.
     """
+    from sparsity.shards import ShardedReader, open_reader
     from sparsity.storage import TransitionReader
 
-    items = [data] if isinstance(data, (str, os.PathLike, TransitionReader)) else list(data)
+    opened = (TransitionReader, ShardedReader)
+    items = [data] if isinstance(data, (str, os.PathLike, *opened)) else list(data)
     if not items:
         raise ValueError("no data set given")
-    readers = [x if isinstance(x, TransitionReader) else TransitionReader(x) for x in items]
+    readers = [x if isinstance(x, opened) else open_reader(x) for x in items]
     first = readers[0].meta
     for r in readers:
         m = r.meta
