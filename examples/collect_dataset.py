@@ -75,17 +75,7 @@ def main() -> None:
         shards(parser, args, env_kwargs)
         return
 
-    env = jw.PlaygroundVecEnv(
-        args.env,
-        args.n_envs,
-        seed=args.seed,
-        precision=args.precision,
-        jacobians=not args.no_jacobians,
-        episode_length=args.episode_length,
-        backend=args.backend,
-        jacobian_method=args.jacobian_method,
-        devices=args.devices,
-    )
+    env = jw.PlaygroundVecEnv(args.env, args.n_envs, seed=args.seed, **env_kwargs)
     try:
         result = jw.collect(
             env,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsity.storage import TransitionReader
+from sparsity.storage import TransitionReader, episode_rows
 
 __all__ = ["ShardedReader", "check_same_data_set", "open_reader", "shard_path", "shard_paths"]
 
@@ -191,11 +191,7 @@ class ShardedReader:
 
     def episode_index(self) -> dict[int, np.ndarray]:
         """Global row positions of every (global) episode."""
-        ep = self.read("episode")
-        order = np.argsort(ep, kind="stable")
-        ids, starts = np.unique(ep[order], return_index=True)
-        bounds = np.append(starts, len(order))
-        return {int(i): order[bounds[j] : bounds[j + 1]] for j, i in enumerate(ids)}
+        return episode_rows(self.read("episode"))
 
     def close(self) -> None:
         """Close every shard."""

@@ -45,6 +45,7 @@ __all__ = [
     "DatasetMeta",
     "TransitionReader",
     "TransitionWriter",
+    "episode_rows",
     "package_versions",
 ]
 
@@ -405,6 +406,14 @@ class TransitionWriter:
         self.close()
 
 
+def episode_rows(episode: np.ndarray) -> dict[int, np.ndarray]:
+    """``{episode_id: row positions}`` of an ``episode`` column (rows sorted)."""
+    order = np.argsort(episode, kind="stable")
+    ids, starts = np.unique(episode[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    return {int(i): order[bounds[j] : bounds[j + 1]] for j, i in enumerate(ids)}
+
+
 class TransitionReader:
     """Lazy, chunked reader of a data set written by :class:`TransitionWriter`.
 
@@ -564,11 +573,7 @@ class TransitionReader:
 
     def episode_index(self) -> dict[int, np.ndarray]:
         """Row positions of every episode, ``{episode_id: rows}`` (rows sorted)."""
-        ep = self.read("episode")
-        order = np.argsort(ep, kind="stable")
-        ids, starts = np.unique(ep[order], return_index=True)
-        bounds = np.append(starts, len(order))
-        return {int(i): order[bounds[j] : bounds[j + 1]] for j, i in enumerate(ids)}
+        return episode_rows(self.read("episode"))
 
     def close(self) -> None:
         """Close the file."""
