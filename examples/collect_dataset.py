@@ -109,6 +109,9 @@ def shards(parser: argparse.ArgumentParser, args: argparse.Namespace, env_kwargs
     from sweeps import collect_shard, collect_shards, import_ray
 
     common = dict(n_envs=args.n_envs, seed=args.seed, policy=args.policy, **env_kwargs)
+    common.update(
+        threshold=args.threshold, chunk_size=args.chunk_size, compression=args.compression
+    )
     if args.shard:
         if args.ray:
             parser.error("--shard K/N collects one shard here; --ray --shards N runs them all")

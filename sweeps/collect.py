@@ -33,6 +33,9 @@ def collect_shard(
     policy: Any = "random",
     resume: bool = False,
     overwrite: bool = False,
+    threshold: float | None = None,
+    chunk_size: int = 4096,
+    compression: str | None = None,
     **env_kwargs: Any,
 ) -> str:
     """Collect shard ``index`` of ``count`` (``n_steps`` rows) of the data set ``path``.
@@ -49,6 +52,9 @@ def collect_shard(
         policy: As :func:`jacobian_wrappers.collect`.
         resume: Continue this shard's file.
         overwrite: Replace this shard's file.
+        threshold: Zero threshold stored as the analysis default (``collect``'s by default).
+        chunk_size: Rows per HDF5 chunk.
+        compression: As :func:`jacobian_wrappers.collect`.
         **env_kwargs: Further ``PlaygroundVecEnv`` arguments (``precision``, ...).
 
     Returns:
@@ -68,7 +74,10 @@ def collect_shard(
         seed=first,
         resume=resume,
         overwrite=overwrite,
+        chunk_size=chunk_size,
+        compression=compression,
         extra={"shard": [int(index), int(count)]},
+        **({} if threshold is None else {"threshold": threshold}),
     )
     return str(out)
 

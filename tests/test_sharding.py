@@ -112,7 +112,7 @@ def test_shards_collected_as_ray_tasks(tmp_path) -> None:
     try:
         files = collect_shards(
             "CartpoleBalance", 101, tmp_path / "cartpole.h5", 2, n_envs=2,
-            precision="float32", episode_length=20, seed=5,
+            precision="float32", episode_length=20, seed=5, threshold=1e-6, chunk_size=16,
         )  # fmt: skip
     finally:
         ray.shutdown()
@@ -123,6 +123,7 @@ def test_shards_collected_as_ray_tasks(tmp_path) -> None:
     with open_reader(files) as data:
         assert len(data) == 101 and data.meta.env_name == "CartpoleBalance"
         assert [r.meta.extra["shard"] for r in data.readers] == [[0, 2], [1, 2]]
+        assert all(r.meta.threshold == 1e-6 and r.chunk_size == 16 for r in data.readers)
         ep = data.read("episode")
         per_shard = [set(r.read("episode").tolist()) for r in data.readers]
         assert len(set(ep.tolist())) == sum(len(s) for s in per_shard)  # global ids
