@@ -216,7 +216,9 @@ def main() -> None:
     if args.workers > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
         spawn = multiprocessing.get_context("spawn")  # no fork of a process holding JAX
-        with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+        # One process per run: a run's memory (its buffers, JAX executables) goes back
+        # before the next starts (a CheetahRun worker reusing its process was OOM-killed).
+        with ProcessPoolExecutor(args.workers, mp_context=spawn, max_tasks_per_child=1) as pool:
             for path in pool.map(run_one, *zip(*jobs, strict=True), [args] * len(jobs)):
                 print("done", path, flush=True)
     else:
