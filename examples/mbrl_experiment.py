@@ -15,7 +15,9 @@ writes ``runs/<variant>_<seed>.csv`` (step, mean and std of the return) and
 its TensorBoard log; a finished run is read back, not rerun. The summary:
 ``returns.png`` (mean ± std over seeds against real steps), ``results.md``
 (final return per variant; real steps each MBPO variant needs to reach SAC's
-final mean return).
+final mean return; per seed, the world model's error on the fresh real steps,
+held-out error, Jacobian sparsity next to the true one and training seconds at
+its last training, read back from the TensorBoard logs).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
             return True
 
     model.learn(steps, callback=Evaluate(), tb_log_name=f"{variant}_{seed}")
+    model.logger.dump(model.num_timesteps)  # SB3 dumps per episodes: keep the last values
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
@@ -120,6 +123,57 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     with open(path) as f:
         rows = list(csv.DictReader(f))
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+MODEL_SCALARS = (
+    "model/fresh_mse", "model/holdout_mse", "model/jacobian_sparsity_combined",
+    "model/true_sparsity_combined", "model/train_seconds",
+)  # fmt: skip
+
+
+def model_scalars(out: Path, variant: str, seed: int) -> dict[str, float]:
+    """The last logged value of each of :data:`MODEL_SCALARS` in a run's TensorBoard log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted(
+        (out / "tb").glob(f"{variant}_{seed}_*"), key=lambda p: int(p.name.rsplit("_", 1)[1])
+    )
+    if not runs:
+        return {}
+    acc = EventAccumulator(str(runs[-1]), size_guidance={"scalars": 0}).Reload()
+    tags = set(acc.Tags()["scalars"])
+    return {k: acc.Scalars(k)[-1].value for k in MODEL_SCALARS if k in tags}
+
+
+def _model_table(out: Path, variants: list[str], seeds: list[int]) -> list[str]:
+    """Per MBPO variant, the world model's statistics at its last training, per seed."""
+    lines = [
+        "",
+        "World models at their last training (per seed; error: normalised MSE; "
+        "sparsity of [J_s | J_a] on the fresh real steps):",
+        "",
+        "| variant | error on fresh real steps | held-out error "
+        "| Jacobian sparsity, model / true | seconds per model training |",
+        "|---|---|---|---|---|",
+    ]
+    for v in variants:
+        stats = [model_scalars(out, v, s) for s in seeds]
+        if v == "sac" or not all(stats):
+            continue
+
+        def col(key: str, fmt: str = ".4f", stats=stats) -> str:
+            return ", ".join(format(st[key], fmt) if key in st else "-" for st in stats)
+
+        sparsity = ", ".join(
+            f"{st.get('model/jacobian_sparsity_combined', float('nan')):.3f} / "
+            f"{st.get('model/true_sparsity_combined', float('nan')):.3f}"
+            for st in stats
+        )
+        lines.append(
+            f"| {v} | {col('model/fresh_mse')} | {col('model/holdout_mse')} | {sparsity} "
+            f"| {col('model/train_seconds', '.1f')} |"
+        )
+    return lines if len(lines) > 5 else []
 
 
 def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -> str:
@@ -179,6 +233,7 @@ def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "returns.png", dpi=120)
+    lines += _model_table(out, list(curves), seeds)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text

@@ -497,7 +497,7 @@ def test_mbrl_experiment_script_writes_curves_table_and_figure(tmp_path) -> None
     out = tmp_path / "exp"
     cmd = [
         sys.executable, str(script), "--out", str(out), "--variants", "sac", "mbpo-mlp",
-        "--seeds", "1", "--sac-steps", "60", "--mbpo-steps", "40", "--learning-starts", "20",
+        "--seeds", "1", "--sac-steps", "60", "--mbpo-steps", "60", "--learning-starts", "20",
         "--eval-every", "20", "--eval-episodes", "1", "--members", "2",
         "--model-train-freq", "20", "--rollout-batch-size", "32", "--gradient-steps", "1",
     ]  # fmt: skip
@@ -505,8 +505,16 @@ def test_mbrl_experiment_script_writes_curves_table_and_figure(tmp_path) -> None
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out / "runs" / "mbpo-mlp_1.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [20, 40]
+    assert [int(r["step"]) for r in rows] == [20, 40, 60]
     assert all(0 <= float(r["mean_return"]) <= 1000 for r in rows)  # DM Control: reward in [0, 1]
     table = (out / "results.md").read_text()
-    assert "| sac | 60 |" in table and "| mbpo-mlp | 40 |" in table
+    assert "| sac | 60 |" in table and "| mbpo-mlp | 60 |" in table
+    # The world model's statistics: the last values of its TensorBoard log, read back here.
+    logged = _scalars(out / "tb" / "mbpo-mlp_1_1")
+    last = {k: v[max(v)] for k, v in logged.items()}
+    row = [line for line in table.splitlines() if line.startswith("| mbpo-mlp |")][1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"{last['model/fresh_mse']:.4f}"
+    assert cells[3] == f"0.000 / {last['model/true_sparsity_combined']:.3f}"  # an MLP: no zero
+    assert 0.05 < last["model/true_sparsity_combined"] < 0.3
     assert (out / "returns.png").stat().st_size > 0
