@@ -147,7 +147,28 @@ def model_scalars(out: Path, variant: str, seed: int) -> dict[str, float]:
 
 def _model_table(out: Path, variants: list[str], seeds: list[int]) -> list[str]:
     """Per MBPO variant, the world model's statistics at its last training, per seed."""
-    lines = [
+    rows = []
+    for v in variants:
+        if v == "sac":
+            continue
+        stats = [model_scalars(out, v, s) for s in seeds]
+        if not all(stats):
+            continue
+
+        def col(fmt: str, *keys: str, stats=stats) -> str:
+            """Per seed, ``keys`` joined by " / "; "-" for a value not logged."""
+            return ", ".join(
+                " / ".join(format(st[k], fmt) if k in st else "-" for k in keys) for st in stats
+            )
+
+        rows.append(
+            f"| {v} | {col('.4f', 'model/fresh_mse')} | {col('.4f', 'model/holdout_mse')} "
+            f"| {col('.3f', 'model/jacobian_sparsity_combined', 'model/true_sparsity_combined')} "
+            f"| {col('.1f', 'model/train_seconds')} |"
+        )
+    if not rows:
+        return []
+    return [
         "",
         "World models at their last training (per seed; error: normalised MSE; "
         "sparsity of [J_s | J_a] on the fresh real steps):",
@@ -155,25 +176,8 @@ def _model_table(out: Path, variants: list[str], seeds: list[int]) -> list[str]:
         "| variant | error on fresh real steps | held-out error "
         "| Jacobian sparsity, model / true | seconds per model training |",
         "|---|---|---|---|---|",
+        *rows,
     ]
-    for v in variants:
-        stats = [model_scalars(out, v, s) for s in seeds]
-        if v == "sac" or not all(stats):
-            continue
-
-        def col(key: str, fmt: str = ".4f", stats=stats) -> str:
-            return ", ".join(format(st[key], fmt) if key in st else "-" for st in stats)
-
-        sparsity = ", ".join(
-            f"{st.get('model/jacobian_sparsity_combined', float('nan')):.3f} / "
-            f"{st.get('model/true_sparsity_combined', float('nan')):.3f}"
-            for st in stats
-        )
-        lines.append(
-            f"| {v} | {col('model/fresh_mse')} | {col('model/holdout_mse')} | {sparsity} "
-            f"| {col('model/train_seconds', '.1f')} |"
-        )
-    return lines if len(lines) > 5 else []
 
 
 def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -> str:
