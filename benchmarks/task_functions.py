@@ -4,7 +4,8 @@
 
 For each env, ``--steps`` random-action steps of ``--n-envs`` envs; after
 each, :class:`jacobian_wrappers.TaskFunctions` evaluates the observation
-and reward at the step's next state, compared with what the env returned
+(``observe_after``) and reward of the step from its next state and action,
+compared with what the env returned
 (steps that ended an episode are left out: their observation is the reset's).
 Prints the largest and median error of the observation and the mean and
 largest error of the reward next to the reward's spread.
@@ -33,7 +34,7 @@ def measure(env_name: str, n_envs: int, steps: int, precision: str) -> str:
         obs, r, done, _ = venv.step(a)
         t = venv.last_transition
         keep = ~done
-        obs_err.append(np.abs(task.observe(t["next_state"]) - obs)[keep].max(axis=1))
+        obs_err.append(np.abs(task.observe_after(t["next_state"], a) - obs)[keep].max(axis=1))
         rew_err.append(np.abs(task.reward(t["next_state"], a) - r)[keep])
         rewards.append(r[keep])
     o, e, r = (np.concatenate(x) for x in (obs_err, rew_err, rewards))

@@ -7,7 +7,9 @@ Variants (``--variants``): ``sac`` (SB3's SAC, one update per step),
 ``mbpo-mlp`` (MBPO, MLP ensemble, ``state`` loss), ``mbpo-mlp-jacobian``
 (MLP with ``--jacobian-loss``, fed by the env's Jacobians) and
 ``mbpo-local_mask`` (masked ensemble, mask supervised with the true zero
-pattern: ``state-mask``). Every variant acts in the same env
+pattern: ``state-mask``); the control ``mbpo-oracle`` is ``mbpo-mlp`` whose
+rollouts use the simulator's own step (a perfect model:
+``MBPO(rollout_dynamics="simulator")``). Every variant acts in the same env
 (``PlaygroundVecEnv(jacobians=True, precision="float64")``) and is
 evaluated every ``--eval-every`` real steps by its deterministic policy on
 ``--eval-episodes`` full episodes of a separate env. Each (variant, seed)
@@ -33,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("sac", "mbpo-mlp", "mbpo-mlp-jacobian", "mbpo-local_mask")
+VARIANTS = ("sac", "mbpo-mlp", "mbpo-mlp-jacobian", "mbpo-local_mask", "mbpo-oracle")
+#: What runs without ``--variants``: the comparison, not the control.
+DEFAULT_VARIANTS = VARIANTS[:4]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -87,13 +91,15 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
             "mbpo-mlp": ("mlp", "state"),
             "mbpo-mlp-jacobian": ("mlp", args.jacobian_loss),
             "mbpo-local_mask": ("local_mask", "state-mask"),
+            "mbpo-oracle": ("mlp", "state"),
         }[variant]
         model = MBPO(
             "MlpPolicy", env, world_model=world_model, loss_mode=loss,
             n_members=args.members, model_train_freq=args.model_train_freq,
             model_epochs=args.model_epochs, rollout_length=args.rollout_length,
             rollout_batch_size=args.rollout_batch_size, gradient_steps=args.gradient_steps,
-            real_ratio=args.real_ratio, **common,
+            real_ratio=args.real_ratio,
+            rollout_dynamics="simulator" if variant == "mbpo-oracle" else "model", **common,
         )  # fmt: skip
         steps = args.mbpo_steps
     rows: list[tuple[int, float, float, float]] = []
@@ -247,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartpoleBalance")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     parser.add_argument("--seeds", default="1-3")
     parser.add_argument("--sac-steps", type=int, default=15_000)
     parser.add_argument("--mbpo-steps", type=int, default=5_000)

@@ -12,6 +12,8 @@ Docs: docs/world-models.md#world-models-in-the-rl-loop.
   Jacobian sparsity logged next to the true one.
 * :class:`ModelBuffer`, :class:`MixedSampler`: the model's transitions and
   the real/model mix of SAC's batches.
+* :class:`SimulatorModel`: the simulator's own step as a model, the
+  perfect-model control of the loop (``MBPO(rollout_dynamics="simulator")``).
 
 The world model as an env is :class:`world_models.ModelVecEnv`; the task's
 observation and reward at a state, :class:`jacobian_wrappers.TaskFunctions`.
@@ -19,6 +21,7 @@ observation and reward at a state, :class:`jacobian_wrappers.TaskFunctions`.
 
 from mbrl.mbpo import MBPO, MBPO_MODEL_CONFIG, MBPOCheckpointCallback
 from mbrl.model_buffer import MixedSampler, ModelBuffer, concat_samples
+from mbrl.oracle import SimulatorModel
 from mbrl.replay_buffer import STORAGE_DTYPES, JacobianReplayBuffer
 
 __all__ = [
@@ -29,5 +32,6 @@ __all__ = [
     "MBPOCheckpointCallback",
     "MixedSampler",
     "ModelBuffer",
+    "SimulatorModel",
     "concat_samples",
 ]

@@ -13,7 +13,9 @@ and stores every step, with its ground-truth state and Jacobians, in a
    out ``rollout_length`` steps in the model
    (:class:`~world_models.ModelVecEnv`, a member drawn per step; reward and
    observation from the task's own functions or a learned reward) with the
-   current policy, into a model buffer of the last ``model_retain`` rounds.
+   current policy, into a model buffer of the last ``model_retain`` rounds
+   (``rollout_dynamics="simulator"``: with the true step instead, a
+   perfect-model control, :class:`~mbrl.SimulatorModel`).
 
 Every SAC gradient step samples ``real_ratio`` of its batch from the real
 buffer and the rest from the model buffer.
@@ -51,6 +53,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
 from jacobian_wrappers.vec_transitions import base_venv, vec_transition
 from mbrl.model_buffer import MixedSampler, ModelBuffer
+from mbrl.oracle import SimulatorModel
 from mbrl.replay_buffer import JacobianReplayBuffer
 from sparsity.stats import DEFAULT_THRESHOLD, combine, sample_sparsity, valid_mask, zero_mask
 from world_models.config import TrainConfig
@@ -122,6 +125,9 @@ class MBPO(SAC):
         buffer_dtype: Storage dtype of the real buffer's ground truth.
         sparsity_threshold: Zero threshold of the logged sparsity.
         sparsity_rows: Fresh real steps the logged sparsity is computed on.
+        rollout_dynamics: ``"model"`` (the ensemble) or ``"simulator"`` (the
+            true step: a perfect-model control; the ensemble is still trained
+            and its errors logged).
         **kwargs: SAC's (``learning_starts``, ``gradient_steps``,
             ``buffer_size``, ``tensorboard_log``, ``seed``, ...).
 
@@ -151,6 +157,7 @@ class MBPO(SAC):
         buffer_dtype: str | None = None,
         sparsity_threshold: float = DEFAULT_THRESHOLD,
         sparsity_rows: int = 256,
+        rollout_dynamics: str = "model",
         _init_setup_model: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -159,6 +166,12 @@ class MBPO(SAC):
             raise ValueError(f"unknown loss mode {loss_mode!r}; modes: {list(LOSS_MODES)}")
         if reward not in ("simulator", "learned"):
             raise ValueError(f"reward must be 'simulator' or 'learned', got {reward!r}")
+        if rollout_dynamics not in ("model", "simulator"):
+            raise ValueError(
+                f"rollout_dynamics must be 'model' or 'simulator', got {rollout_dynamics!r}"
+            )
+        if rollout_dynamics == "simulator" and reward == "learned":
+            raise ValueError("rollout_dynamics='simulator' needs reward='simulator'")
         for name, value in (
             ("n_members", n_members), ("model_train_freq", model_train_freq),
             ("rollout_batch_size", rollout_batch_size), ("model_retain", model_retain),
@@ -178,6 +191,7 @@ class MBPO(SAC):
         self.rollout_length = rollout_length
         self.rollout_batch_size, self.model_retain = int(rollout_batch_size), int(model_retain)
         self.real_ratio, self.reward = float(real_ratio), reward
+        self.rollout_dynamics = rollout_dynamics
         self.sparsity_threshold, self.sparsity_rows = float(sparsity_threshold), int(sparsity_rows)
         self._next_model_train = 0
         self._last_model_train = 0
@@ -215,8 +229,11 @@ class MBPO(SAC):
         )
         if self._normaliser_state is not None:  # loaded: the weights follow in set_parameters
             self.ensemble.set_normaliser(Normaliser.from_state_dict(self._normaliser_state))
+        dynamics = self.ensemble
+        if self.rollout_dynamics == "simulator":
+            dynamics = SimulatorModel(sim.env_name, sim.precision, sim.config_overrides)
         self.model_env = ModelVecEnv.from_env(
-            self.env, self.ensemble, self.rollout_batch_size, reward=self.reward,
+            self.env, dynamics, self.rollout_batch_size, reward=self.reward,
             device=self.device, seed=seed,
         )  # fmt: skip
         obs_dim = int(np.prod(self.observation_space.shape))
@@ -322,9 +339,15 @@ class MBPO(SAC):
         """Branched rollouts of ``rollout_length`` steps from real states into the model buffer."""
         start = time.perf_counter()
         k = self._rollout_length(self.num_timesteps)
-        states = self.replay_buffer.sample_rows(self.rollout_batch_size, self._rng)["state"]
+        branch = self.replay_buffer.sample_rows(
+            self.rollout_batch_size, self._rng, keys=["state", "observation"]
+        )
         env = self.model_env
-        obs = env.set_states(states)
+        env.set_states(branch["state"])
+        # The real env's observation at those states, not the task's at a state set
+        # directly: after a step MJX's observation reads positions before the last
+        # substep, and a model transition must start as the real ones do.
+        obs = branch["observation"]
         alive = np.ones(env.num_envs, dtype=bool)
         added = 0
         for _ in range(k):

@@ -245,16 +245,17 @@ class JacobianReplayBuffer(ReplayBuffer):
 
         Args:
             keys: Columns to return (default: all of the ground truth); ``"reward"``
-                is SB3's reward field, in the same layout.
+                and ``"observation"`` are SB3's fields, in the same layout.
             since: Skip the first ``since`` filled slots (e.g. to get the newest rows).
             index: Row numbers into the flat layout instead (``size() * n_envs`` rows).
         """
         self._check_allocated()
         keys = list(keys or self.truth)
         slots = self._slots()[int(since) :]
+        sb3 = {"reward": self.rewards, "observation": self.observations}
         out = {}
         for k in keys:
-            column = self.rewards if k == "reward" else self.truth[k]
+            column = sb3[k] if k in sb3 else self.truth[k]
             flat = column[slots].reshape(len(slots) * self.n_envs, *column.shape[2:])
             out[k] = flat if index is None else flat[index]
         return out
@@ -290,12 +291,17 @@ class JacobianReplayBuffer(ReplayBuffer):
             dtype=dtype,
         )
 
-    def sample_rows(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``n`` stored rows drawn uniformly (with replacement): start states of model rollouts."""
+    def sample_rows(
+        self, n: int, rng: np.random.Generator, keys: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """``n`` stored rows drawn uniformly (with replacement): start states of model rollouts.
+
+        ``keys`` as for :meth:`rows`.
+        """
         total = self.size() * self.n_envs
         if total == 0:
             raise ValueError("the buffer holds no transition yet")
-        return self.rows(index=rng.integers(0, total, size=int(n)))
+        return self.rows(keys, index=rng.integers(0, total, size=int(n)))
 
     # ------------------------------------------------------- HDF5 files
     def to_hdf5(

@@ -38,6 +38,8 @@ __all__ = ["ModelVecEnv", "StepArrays"]
 Observe = Callable[[np.ndarray], np.ndarray]
 #: ``(states, actions, next_states) -> rewards (n,)``.
 Reward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: ``(next_states, actions) -> observations``: what the real env shows after a step.
+ObserveAfter = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class StepArrays(dict):
@@ -63,6 +65,10 @@ class ModelVecEnv(VecEnv):
             uniformly), or a function ``(n, rng) -> (n, d_s)`` states.
         observe: ``states -> observations``; ``None``: the state is the
             observation (the observation space must have the state's shape).
+        observe_after: ``(next_states, actions) -> observations`` after a
+            model step, where the real env's observation after a step is not
+            ``observe(s')`` (MJX reads positions before the last substep);
+            ``None``: ``observe``.
         reward: ``(s, a, s') -> rewards``, or ``"learned"`` (the ensemble's reward).
         terminate: ``next_states -> bool (n,)``; ``None``: never (DM Control).
         episode_length: Steps until truncation.
@@ -84,6 +90,7 @@ class ModelVecEnv(VecEnv):
         *,
         start_states: np.ndarray | Callable[[int, np.random.Generator], np.ndarray],
         observe: Observe | None = None,
+        observe_after: ObserveAfter | None = None,
         reward: Reward | str,
         terminate: Callable[[np.ndarray], np.ndarray] | None = None,
         episode_length: int = 1000,
@@ -119,6 +126,7 @@ class ModelVecEnv(VecEnv):
                 f"observation space has shape {observation_space.shape}; pass observe"
             )
         self.observe_fn, self.reward_fn, self.terminate_fn = observe, reward, terminate
+        self.observe_after_fn = observe_after
         self.episode_length = int(episode_length)
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
@@ -200,6 +208,7 @@ class ModelVecEnv(VecEnv):
             env.action_space,
             start_states=start_states,
             observe=task.observe,
+            observe_after=task.observe_after,
             reward=sim_reward if reward == "simulator" else "learned",
             episode_length=sim.episode_length,
             device=device,
@@ -218,8 +227,14 @@ class ModelVecEnv(VecEnv):
             raise ValueError(f"{name} must be finite")
         return arr
 
-    def _observe(self, states: np.ndarray) -> np.ndarray:
-        obs = states if self.observe_fn is None else self.observe_fn(states)
+    def _observe(self, states: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+        """Observations at ``states`` (set directly), or after a step with ``actions``."""
+        if actions is not None and self.observe_after_fn is not None:
+            obs = self.observe_after_fn(states, actions)
+        elif self.observe_fn is None:
+            obs = states
+        else:
+            obs = self.observe_fn(states)
         obs = np.asarray(obs, dtype=self.observation_space.dtype)
         if obs.shape != (len(states), *self.observation_space.shape):
             raise ValueError(
@@ -308,7 +323,7 @@ class ModelVecEnv(VecEnv):
         )
         self._elapsed += 1
         truncated = ((self._elapsed >= self.episode_length) | nonfinite) & ~terminated
-        obs = self._observe(s2)
+        obs = self._observe(s2, a)
         out = StepArrays(
             state=s, action=a, next_state=s2, reward=r, terminated=terminated,
             truncated=truncated, nonfinite=nonfinite, member=member, observation=obs,
