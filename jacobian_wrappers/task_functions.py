@@ -109,6 +109,14 @@ class TaskFunctions:
         self._reward = sim.scoped(jax.jit(jax.vmap(reward)))
         self._step = sim.scoped(jax.jit(jax.vmap(step)))
 
+    def _checked(
+        self, states: np.ndarray, actions: np.ndarray, name: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, d_s)`` states and ``(n, d_a)`` actions at this precision, or a ``ValueError``."""
+        n = len(states)
+        s = check_array(states, (n, self.d_s), self.sim.dtype, name=name)
+        return s, check_array(actions, (n, self.d_a), self.sim.dtype, name="actions")
+
     def observe(self, states: np.ndarray) -> np.ndarray:
         """Observations ``(n, observation_size)`` at states ``(n, d_s)`` set directly (a reset).
 
@@ -127,10 +135,7 @@ class TaskFunctions:
         Raises:
             ValueError: Shapes other than ``(n, d_s)`` and ``(n, d_a)``, or non-finite values.
         """
-        n = len(next_states)
-        s = check_array(next_states, (n, self.d_s), self.sim.dtype, name="next_states")
-        a = check_array(actions, (n, self.d_a), self.sim.dtype, name="actions")
-        return np.asarray(self._observe_after(s, a))
+        return np.asarray(self._observe_after(*self._checked(next_states, actions, "next_states")))
 
     def reward(self, next_states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Rewards ``(n,)`` of the steps that applied ``actions`` and reached ``next_states``.
@@ -140,9 +145,7 @@ class TaskFunctions:
         Raises:
             ValueError: Shapes other than ``(n, d_s)`` and ``(n, d_a)``, or non-finite values.
         """
-        n = len(next_states)
-        s = check_array(next_states, (n, self.d_s), self.sim.dtype, name="next_states")
-        a = check_array(actions, (n, self.d_a), self.sim.dtype, name="actions")
+        s, a = self._checked(next_states, actions, "next_states")
         return np.asarray(self._reward(s, a), dtype=np.float32)
 
     def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -156,7 +159,4 @@ class TaskFunctions:
         Raises:
             ValueError: Shapes other than ``(n, d_s)`` and ``(n, d_a)``, or non-finite values.
         """
-        n = len(states)
-        s = check_array(states, (n, self.d_s), self.sim.dtype, name="states")
-        a = check_array(actions, (n, self.d_a), self.sim.dtype, name="actions")
-        return np.asarray(self._step(s, a))
+        return np.asarray(self._step(*self._checked(states, actions, "states")))
