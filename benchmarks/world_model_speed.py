@@ -27,7 +27,7 @@ and each gets its speed-up over its float32 twin.
 
     python benchmarks/world_model_speed.py [--rounds 5] [--seconds 1.5] [--threads N]
         [--autocast] [--variants state state-jacobian state-jacobian@k1 ...]
-        [--models global_mask local_mask codebook_mask] [--head-width 64]
+        [--models global_mask local_mask codebook_mask] [--head-width 64] [--mode-dim 0]
 """
 
 from __future__ import annotations
@@ -143,6 +143,9 @@ def main() -> None:
         "--models", nargs="+", default=[], choices=MASKED_MODELS, help="also time these models"
     )
     parser.add_argument("--head-width", type=int, default=64, help="units per head (masked)")
+    parser.add_argument(
+        "--mode-dim", type=int, default=0, help="mode code units of the masked heads"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,7 +165,12 @@ def main() -> None:
         name, _, _ = v.rpartition(":")
         if name:
             model = build_model(
-                name, args.d_s, args.d_a, width=args.head_width, depth=args.depth
+                name,
+                args.d_s,
+                args.d_a,
+                width=args.head_width,
+                depth=args.depth,
+                mode_dim=args.mode_dim,
             ).train()
             mode = v.partition(":")[2].removesuffix("+bf16")
             model.straight_through = not supervises_mask(mode)  # as the Trainer sets it
@@ -170,6 +178,7 @@ def main() -> None:
             model = DynamicsMLP(args.d_s, args.d_a, width=args.width, depth=args.depth).train()
         steps[v] = make_step(v, model, batch)
     heads = f", masked heads {args.depth}x{args.head_width}" if args.models else ""
+    heads += f", mode code {args.mode_dim}" if args.models and args.mode_dim else ""
     print(
         f"d_s={args.d_s} d_a={args.d_a} MLP {args.depth}x{args.width}{heads} "
         f"batch {args.batch_size}, "

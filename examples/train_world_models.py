@@ -395,6 +395,12 @@ def main() -> None:
     )
     parser.add_argument("--mask-width", type=int, default=128, help="mask network width")
     parser.add_argument(
+        "--mode-dim",
+        type=int,
+        default=0,
+        help="masked models: units of the mask's mode code given to every head (0: none)",
+    )
+    parser.add_argument(
         "--weight-decay", type=float, default=0.001, help="Adam weight decay (the study's 0.001)"
     )
     parser.add_argument("--codebook-size", type=int, default=16, help="K of codebook_mask")
@@ -452,6 +458,7 @@ def main() -> None:
         head_width=args.head_width,
         shared_heads=args.shared_heads,
         mask_width=args.mask_width,
+        mode_dim=args.mode_dim,
         codebook_size=args.codebook_size,
         weight_decay=args.weight_decay,
         weights=LossWeights(mask_zeros=args.mask_zero_weight),

@@ -83,13 +83,14 @@ def batch_with_jacobians(n: int = 8, valid_first_action: bool = True) -> Batch:
 
 
 @pytest.mark.parametrize(
-    ("predict_delta", "shared"), [(False, False), (True, False), (False, True)]
+    ("predict_delta", "shared", "mode_dim"),
+    [(False, False, 0), (True, False, 0), (False, True, 0), (False, False, 4), (True, True, 4)],
 )
 @pytest.mark.parametrize("name", MASKED)
 def test_masked_jacobian_matches_torch_func_and_is_zero_off_the_mask(
-    name: str, predict_delta: bool, shared: bool
+    name: str, predict_delta: bool, shared: bool, mode_dim: int
 ) -> None:
-    model = make(name, predict_delta, shared_heads=shared).eval()
+    model = make(name, predict_delta, shared_heads=shared, mode_dim=mode_dim).eval()
     assert model.weights[0].shape[0] == (1 if shared else D_S)
     s, a = inputs()
     analytic = model.jacobian(s, a, method="analytic")
@@ -114,10 +115,12 @@ def test_masked_jacobian_matches_torch_func_and_is_zero_off_the_mask(
     assert torch.all(raw[off] == 0.0) and (raw[hard == 1] != 0).double().mean() > 0.9
 
 
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize(("shared", "mode_dim"), [(False, 0), (True, 0), (False, 4)])
 @pytest.mark.parametrize("name", MASKED)
-def test_training_jacobian_is_that_of_the_sampled_mask(name: str, shared: bool) -> None:
-    model = make(name, dropout=0.0, shared_heads=shared).train()
+def test_training_jacobian_is_that_of_the_sampled_mask(
+    name: str, shared: bool, mode_dim: int
+) -> None:
+    model = make(name, dropout=0.0, shared_heads=shared, mode_dim=mode_dim).train()
     s, a = inputs()
     torch.manual_seed(3)
     out, jac, sample = model.forward_with_mask(s, a)
@@ -134,6 +137,44 @@ def test_training_jacobian_is_that_of_the_sampled_mask(name: str, shared: bool) 
     torch.testing.assert_close(out, model._heads(x, hard, False)[0], atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="straight-through"):
         model.jacobian(s, a, method="jacrev")
+
+
+def test_mode_code_lets_a_head_see_the_other_outputs_masks_not_its_cut_inputs() -> None:
+    """With ``mode_dim`` a head's output depends on the whole mask, held fixed."""
+    s, a = inputs(6)
+    x = torch.cat([s, a], 1)
+    mask = torch.ones(len(x), D_S, D_S + D_A, dtype=torch.float64)
+    mask[:, 0, 1] = 0.0  # head 0 does not see input 1
+    other = mask.clone()
+    other[:, 1, :] = 0.0  # only head 1's row differs
+    moved = x.clone()
+    moved[:, 1] += 1.0  # only the input head 0 does not see
+    for mode_dim in (0, 4):
+        model = make("local_mask", dropout=0.0, mode_dim=mode_dim).eval()
+        out = model._heads(x, mask, False)[0]
+        # A cut input never reaches its head, with or without the mode code.
+        torch.testing.assert_close(model._heads(moved, mask, False)[0][:, 0], out[:, 0])
+        changed = model._heads(x, other, False)[0][:, 0]
+        if mode_dim:  # head 0 reads the mode: another output's mask changes it
+            assert (changed - out[:, 0]).abs().min() > 1e-6
+        else:  # without it head 0 sees its own row of the mask only
+            torch.testing.assert_close(changed, out[:, 0], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="mode_dim must be >= 0, got -1"):
+        build_model("local_mask", D_S, D_A, mode_dim=-1)
+    with pytest.raises(ValueError, match="mode_dim must be >= 0, got -2"):
+        TrainConfig(model="local_mask", mode_dim=-2)
+
+
+def test_heads_draw_one_dropout_mask_per_sample_shared_by_the_heads() -> None:
+    """Dropout in training: a unit is dropped in every head of a sample or in none."""
+    model = make("local_mask", dropout=0.5, mode_dim=2).train()
+    s, a = inputs(64)
+    x = torch.cat([s, a], 1)
+    torch.manual_seed(5)
+    _, gates = model._heads(x, torch.ones(len(x), D_S, D_S + D_A, dtype=x.dtype), True)
+    dropped = gates[0] == 0  # (d_s, B, width); ELU's derivative is never 0
+    assert torch.equal(dropped, dropped[:1].expand_as(dropped))
+    assert 0.3 < dropped[0].double().mean() < 0.7
 
 
 def test_codebook_has_at_most_k_masks_and_revives_unused_codes() -> None:
@@ -288,12 +329,13 @@ def test_checkpoints_of_every_model_round_trip_and_refuse_another_model(linear_h
     for name in MODELS:
         path = tmp_path / f"{name}.pt"
         cfg = TrainConfig(
-            model=name, epochs=1, width=8, head_width=8, mask_width=8, batch_size=64,
-            progress=False, horizon=0, checkpoint=str(path),
+            model=name, epochs=1, width=8, head_width=8, mask_width=8, mode_dim=3,
+            batch_size=64, progress=False, horizon=0, checkpoint=str(path),
         )  # fmt: skip
         result = train(linear_h5, "state", cfg)
         loaded = load_checkpoint(path).model
         assert type(loaded) is type(result.model) and loaded.name == name
+        assert getattr(loaded, "mode_dim", 3) == 3
         with torch.no_grad():
             x = s.float(), a.float()
             assert torch.equal(loaded.predict_raw(*x), result.model.predict_raw(*x))
@@ -366,7 +408,7 @@ def test_q4_script_trains_the_model_family_with_shift_data(tmp_path) -> None:
         sys.executable, str(script), "--data", str(data), "--shift-data", str(shift),
         "--model", "mlp", "local_mask", "--losses", "state,state-mask", "--seeds", "1",
         "--epochs", "1", "--width", "16", "--head-width", "8", "--mask-width", "16",
-        "--batch-size", "64", "--horizon", "2", "--out", str(out),
+        "--mode-dim", "3", "--batch-size", "64", "--horizon", "2", "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -376,6 +418,9 @@ def test_q4_script_trains_the_model_family_with_shift_data(tmp_path) -> None:
         ("mlp", "state"), ("local_mask", "state"), ("local_mask", "state-mask"),
     ]  # fmt: skip
     assert all(float(r["shift_n_rows"]) == 6 * 25 for r in runs)
+    # --mode-dim reaches the masked models (their checkpoints rebuild with it).
+    masked = load_checkpoint(out / "ckpt" / "Linear_local_mask_state-mask_s1.pt").model
+    assert masked.mode_dim == 3 and masked.mode_weight.shape == (D_S, 8, 3)
     assert (out / "mse_vs_f1.png").stat().st_size > 0
     assert "| local_mask | state-mask |" in (out / "results.md").read_text()
     # --merge: the tables of several earlier folders, without training.

@@ -30,6 +30,8 @@ class TrainConfig:
             weights (``MaskedDynamics(shared_heads=True)``).
         mask_width: Hidden units of the mask network (``local_mask``,
             ``codebook_mask``).
+        mode_dim: Units of the mode code a masked model's heads get besides
+            their masked inputs (``MaskedDynamics(mode_dim=...)``); 0: none.
         codebook_size: ``K``, masks in the codebook (``codebook_mask``).
         code_dim: Dimension of a code (``codebook_mask``).
         mask_temperature: Gumbel-sigmoid temperature of the training mask samples.
@@ -88,6 +90,7 @@ class TrainConfig:
     head_width: int | None = 64
     shared_heads: bool = False
     mask_width: int = 128
+    mode_dim: int = 0
     codebook_size: int = 16
     code_dim: int = 16
     mask_temperature: float = 1.0
@@ -138,6 +141,8 @@ class TrainConfig:
         )  # fmt: skip
         if self.head_width is not None and int(self.head_width) < 1:
             raise ValueError(f"head_width must be >= 1 or None, got {self.head_width}")
+        if int(self.mode_dim) < 0:
+            raise ValueError(f"mode_dim must be >= 0, got {self.mode_dim}")
         if self.mask_temperature <= 0:
             raise ValueError(f"mask_temperature must be > 0, got {self.mask_temperature}")
         for name in positive:
@@ -187,6 +192,7 @@ class TrainConfig:
         return {
             "width": self.width if self.head_width is None else self.head_width,
             "mask_width": self.mask_width,
+            "mode_dim": self.mode_dim,
             "shared_heads": self.shared_heads,
             "temperature": self.mask_temperature,
             "codebook_size": self.codebook_size,

@@ -7,10 +7,26 @@ the masked inputs ``x * M[j]``:
     net_j(x) = w_j . act(W_jL ... act(W_j1 (x * M[j]) + b_j1) ...) + c_j
 
 All ``d_s`` heads run as one batched matrix product per layer (no Python
-loop over outputs). With ``shared_heads`` the hidden layers' weights are one
-set for all outputs (each output keeps its biases, its output layer and its
-own masked inputs), so that every output's head learns from every sample.
-The Jacobian of the network is, by the chain rule with the mask held fixed,
+loop over outputs). With ``mode_dim > 0`` every head also gets a *mode
+code*: a learned linear map of the whole hard mask to ``mode_dim`` units,
+added (through the head's own weights) to its first hidden layer,
+
+    net_j(x) = w_j . act(... act(W_j1 (x * M[j]) + U_j E vec(M) + b_j1) ...) + c_j.
+
+The mask is the contact mode: where a foot leaves the ground the pattern
+changes, and so does the law that maps a head's inputs to its output. A head
+sees only its own inputs, so without the code it cannot tell which law
+holds when what decides it (a height, another body's contact) is an input
+it must not depend on. The code is piecewise constant like the mask, so the
+head's output switches between laws but its derivative is still zero off
+its mask, as the true dynamics' derivative is.
+
+With ``shared_heads`` the hidden layers' weights are one set for all
+outputs (each output keeps its biases, its output layer and its own masked
+inputs), so that every output's head learns from every sample.
+
+The Jacobian of the network is, by the chain rule with the mask (and so
+the mode code) held fixed,
 
     d net_j / d x_i = M[j, i] * (w_j diag(g_jL) W_jL ... diag(g_j1) W_j1)[i],
 
@@ -73,16 +89,20 @@ class MaskedDynamics(DynamicsModel):
             output keeps its own biases and output layer, and its own
             masked inputs), so every output learns from all the data;
             ``False``: every output has its own head.
+        mode_dim: Units of the mode code every head gets from the whole
+            hard mask (0: none, each head sees its masked inputs only).
 
     Raises:
         ValueError: A non-positive size, dropout outside ``[0, 1)``, an
-            unknown activation or init, or a non-positive temperature.
+            unknown activation or init, a non-positive temperature or a
+            negative ``mode_dim``.
     """
 
     has_mask = True
     config_keys = (
         *DynamicsMLP.config_keys,
         "mask_width", "temperature", "init_logit", "codebook_size", "code_dim", "shared_heads",
+        "mode_dim",
     )  # fmt: skip
 
     def __init__(
@@ -101,11 +121,14 @@ class MaskedDynamics(DynamicsModel):
         codebook_size: int = 16,
         code_dim: int = 16,
         shared_heads: bool = False,
+        mode_dim: int = 0,
     ) -> None:
         super().__init__(d_s, d_a, predict_delta)
         check_architecture(width, depth, activation, dropout, init)
         if int(mask_width) < 1:
             raise ValueError(f"mask_width must be >= 1, got {mask_width}")
+        if int(mode_dim) < 0:
+            raise ValueError(f"mode_dim must be >= 0, got {mode_dim}")
         if float(temperature) <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.width, self.depth = int(width), int(depth)
@@ -114,6 +137,7 @@ class MaskedDynamics(DynamicsModel):
         self.init_logit = float(init_logit)
         self.codebook_size, self.code_dim = int(codebook_size), int(code_dim)
         self.shared_heads = bool(shared_heads)
+        self.mode_dim = int(mode_dim)
         self._act, self._act_grad = ACTIVATIONS[activation]
         n, h = self.n_inputs, self.width
         # Layer k of every head: weight (d_s, out, in) in nn.Linear's layout;
@@ -131,6 +155,14 @@ class MaskedDynamics(DynamicsModel):
                 for j in range(len(w)):  # fan-in rules per head, not over the stack
                     _init_head(w[j], init)
             _init_head(self.out_weight, init)  # row j: head j's output layer
+        if self.mode_dim:
+            # The mode: a linear code of the whole hard mask, and each head's
+            # weights from it into its first hidden layer.
+            self.mode_embed = nn.Linear(self.d_s * n, self.mode_dim)
+            self.mode_weight = nn.Parameter(torch.empty(stack, h, self.mode_dim))
+            with torch.no_grad():
+                for j in range(stack):
+                    _init_head(self.mode_weight[j], init)
         self.mask = self._build_mask()
         #: Whether the losses of the prediction reach the mask (straight-through);
         #: ``False``: the mask learns from its own terms only (mask supervision).
@@ -163,17 +195,27 @@ class MaskedDynamics(DynamicsModel):
         # (d_s, B, n): head j sees its own masked copy of the inputs.
         h = (x.unsqueeze(1) * mask).transpose(0, 1)
         kept = []
-        for w, b in zip(self.weights, self.biases, strict=True):
+        for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             z = torch.matmul(h, w.transpose(1, 2)) + b.unsqueeze(1)
+            if k == 0 and self.mode_dim:
+                z = z + self._mode_term(mask, len(x))
             g = self._act_grad(z) if gates else None
             h = self._act(z)
             if self.training and self.dropout > 0:
-                drop = F.dropout(torch.ones_like(h), self.dropout, True)
+                # One dropout mask per sample, shared by the heads: each head
+                # still sees Bernoulli dropout, from d_s times fewer random
+                # numbers (drawing them was a quarter of a training step).
+                drop = F.dropout(h.new_ones(1, *h.shape[1:]), self.dropout, True)
                 h = h * drop
                 g = g * drop if gates else None
             kept.append(g)
-        out = (h * self.out_weight.unsqueeze(1)).sum(-1) + self.out_bias.unsqueeze(1)
-        return out.t(), kept
+        out = torch.matmul(h, self.out_weight.unsqueeze(-1)).squeeze(-1)
+        return (out + self.out_bias.unsqueeze(1)).t(), kept
+
+    def _mode_term(self, mask: Tensor, batch: int) -> Tensor:
+        """``(d_s, B, width)``: what the mode adds to the heads' first pre-activations."""
+        mode = self.mode_embed(mask.flatten(1)).expand(batch, -1)  # (B, mode_dim)
+        return torch.matmul(mode, self.mode_weight.transpose(1, 2))
 
     def forward(self, state: Tensor, action: Tensor) -> Tensor:
         """Network output: the normalised ``s'`` (or normalised delta with ``predict_delta``)."""
