@@ -54,6 +54,14 @@ _FLOATS = ("state", "action", "next_state")
 _JACS = ("jacobian_state", "jacobian_action")
 
 
+def _predecessors(episode: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Per row, the row whose step reached its state (same episode, step - 1), or -1."""
+    key = episode.astype(np.int64) * (int(step.max(initial=0)) + 2) + step
+    order = np.argsort(key, kind="stable")
+    pos = np.minimum(np.searchsorted(key[order], key - 1), len(key) - 1)
+    return np.where(key[order][pos] == key - 1, order[pos], -1)
+
+
 class JacobianReplayBuffer(ReplayBuffer):
     """SB3 ``ReplayBuffer`` with the ground-truth states and Jacobians of every transition.
 
@@ -347,6 +355,7 @@ class JacobianReplayBuffer(ReplayBuffer):
         self,
         data: str | os.PathLike | TransitionReader,
         observe: Callable[[np.ndarray], np.ndarray] | None = None,
+        observe_after: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> int:
         """Append the rows of a data set, as if they had been collected.
 
@@ -357,13 +366,24 @@ class JacobianReplayBuffer(ReplayBuffer):
         truncated`` with ``truncated`` as the timeout. Rows beyond the
         buffer's size overwrite the oldest, as collection would.
 
+        A real env's observation after a step is not always ``observe`` of
+        the state it reached: MJX reads positions before its last substep
+        (:meth:`~jacobian_wrappers.TaskFunctions.observe_after`). With
+        ``observe_after(next_states, actions)`` the next observation of
+        every row is read that way, and so is the observation of every row
+        whose state the data reached by a step (the row of the same episode
+        and the step before, anywhere in the file); only an episode's first
+        row in the data uses ``observe``. Without it every observation is ``observe`` of its
+        state, one substep off on such tasks (CartpoleBalance's pole angle).
+
         Returns:
             Rows added.
 
         Raises:
             ValueError: A data set of other dimensions, a buffer of
-                ``n_envs != 1`` (rows are added one at a time), or no
-                ``observe`` where the observation is not the state.
+                ``n_envs != 1`` (rows are added one at a time), no
+                ``observe`` where the observation is not the state, or
+                ``observe_after`` without ``observe``.
         """
         reader = data if isinstance(data, TransitionReader) else TransitionReader(data)
         meta = reader.meta
@@ -373,6 +393,8 @@ class JacobianReplayBuffer(ReplayBuffer):
             raise ValueError(
                 f"{reader.path} has actions of size {meta.d_a}; the buffer {self.action_dim}"
             )
+        if observe_after is not None and observe is None:
+            raise ValueError("observe_after needs observe too (for an episode's first row)")
         if observe is None:
             if tuple(self.obs_shape) != (meta.d_s,):
                 raise ValueError(
@@ -383,9 +405,24 @@ class JacobianReplayBuffer(ReplayBuffer):
         low, high = self.action_space.low, self.action_space.high
         added = 0
         offset = 0 if self.size() == 0 else self.ids.next  # ids after the stored ones
+        if observe_after is not None:
+            actions = reader.read("action")
+            before = _predecessors(reader.read("episode"), reader.read("step"))
+        start = 0
         for chunk in reader.iter_chunks(list(reader.columns)):
             n = len(chunk["state"])
-            obs, next_obs = observe(chunk["state"]), observe(chunk["next_state"])
+            if observe_after is None:
+                obs, next_obs = observe(chunk["state"]), observe(chunk["next_state"])
+            else:
+                next_obs = observe_after(chunk["next_state"], chunk["action"])
+                prev = before[start : start + n]
+                reached = (prev >= 0)[:, None]  # the state was reached by a step of the data
+                # Whole chunks in both calls: a jitted observation function
+                # compiles once per batch size, not once per subset's size.
+                obs = observe_after(chunk["state"], np.where(reached, actions[prev], 0.0))
+                if not reached.all():
+                    obs = np.where(reached, obs, observe(chunk["state"]))
+            start += n
             scaled = 2.0 * (chunk["action"] - low) / (high - low) - 1.0
             done = chunk["terminated"] | chunk["truncated"]
             for i in range(n):

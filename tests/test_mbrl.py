@@ -137,6 +137,25 @@ def test_buffer_hdf5_round_trip(cartpole_env, tmp_path) -> None:
         )
     with pytest.raises(ValueError, match="observe="):
         JacobianReplayBuffer(100, env.observation_space, env.action_space).load_hdf5(path)
+    # With observe_after the imported observations are the ones the real env
+    # returned (it reads the pole one substep back); observe alone is off.
+    exact = JacobianReplayBuffer(100, env.observation_space, env.action_space)
+    exact.load_hdf5(path, observe=task.observe, observe_after=task.observe_after)
+    real, mine = buf.rows(["observation", "episode", "step"]), exact.rows(["episode", "step"])
+    want, have = (
+        np.lexsort((real["step"], real["episode"])),
+        np.lexsort((mine["step"], mine["episode"])),
+    )
+    np.testing.assert_allclose(
+        exact.observations[:60, 0][have], real["observation"][want], atol=1e-9
+    )
+    # (_fill stores the next episode's first observation after a done step.)
+    go_on = buf.dones[:30].reshape(60)[want] == 0
+    real_next = buf.next_observations[:30].reshape(60, -1)[want][go_on]
+    np.testing.assert_allclose(exact.next_observations[:60, 0][have][go_on], real_next, atol=1e-9)
+    assert np.abs(back.next_observations[:60, 0][have][go_on] - real_next).max() > 1e-4
+    with pytest.raises(ValueError, match="observe_after needs observe"):
+        exact.load_hdf5(path, observe_after=task.observe_after)
 
 
 def test_buffer_import_scales_actions_to_the_policy_box(linear_h5) -> None:
