@@ -1,0 +1,146 @@
+"""How well can a mask network learn a data set's zero pattern from ``(s, a)``?
+
+Trains the mask network of ``local_mask`` (:class:`world_models.masks.LocalMask`)
+alone on the zero pattern of ``[J_s | J_a]`` at the data set's threshold,
+by the binary cross-entropy that ``state-mask`` supervises it with, on the
+train split of whole episodes (:func:`world_models.split_episodes`, 10 %
+test). Every few epochs it prints the pooled zero-pattern F1 (zeros are the
+positives), precision and recall on train rows and on test rows: a test F1
+far below 1 with train F1 no higher says the pattern is not a function the
+network resolves from its inputs, not that it overfits or lacks capacity.
+At the end: the elements whose true zeros it misses most.
+
+With ``--contact-distances`` the network also gets, per geom that can touch
+the floor, its signed distance to the floor at ``s`` and after one control
+step of ``s``'s velocity (MuJoCo's ``mj_geomDistance``, capped at 1). These
+are functions of the state alone, so a mask built from them would keep a
+masked model's Jacobian exactly zero off its mask.
+
+    python benchmarks/mask_learnability.py --data data/WalkerRun_random.h5
+        [--epochs 20] [--width 128] [--contact-distances] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from sparsity.storage import TransitionReader
+from world_models import split_episodes
+from world_models.masks import LocalMask
+
+
+def contact_distances(env_name: str, states: np.ndarray) -> np.ndarray:
+    """``(n, 2 g)``: each floor-touching geom's distance to the floor at ``s`` and one step on."""
+    import mujoco
+    from mujoco_playground import registry
+
+    env = registry.load(env_name, config_overrides={"impl": "jax"})
+    model, data = env.mj_model, mujoco.MjData(env.mj_model)
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in range(model.ngeom)]
+    if "floor" not in names:
+        raise ValueError(f"{env_name} has no geom named 'floor'; geoms: {names}")
+    floor = names.index("floor")
+    touching = [
+        g
+        for g in range(model.ngeom)
+        if g != floor
+        and (model.geom_contype[g] & model.geom_conaffinity[floor]
+             or model.geom_contype[floor] & model.geom_conaffinity[g])
+    ]  # fmt: skip
+    nq, nv, dt = model.nq, model.nv, float(env.dt)
+    out = np.empty((len(states), 2 * len(touching)))
+    fromto = np.zeros(6)
+    for i, s in enumerate(states):
+        ahead = s[:nq].copy()
+        mujoco.mj_integratePos(model, ahead, s[nq : nq + nv], dt)
+        for k, qpos in enumerate((s[:nq], ahead)):
+            data.qpos[:] = qpos
+            mujoco.mj_kinematics(model, data)
+            for j, g in enumerate(touching):
+                out[i, k * len(touching) + j] = mujoco.mj_geomDistance(
+                    model, data, floor, g, 1.0, fromto
+                )
+    return out
+
+
+def scores(logits: torch.Tensor, zero: np.ndarray) -> tuple[float, float, float]:
+    """Pooled F1, precision and recall of the predicted zeros (``logit < 0``)."""
+    predicted = (logits < 0).numpy()
+    hit = (predicted & zero).sum()
+    precision, recall = hit / max(predicted.sum(), 1), hit / max(zero.sum(), 1)
+    return 2 * precision * recall / max(precision + recall, 1e-12), precision, recall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="an HDF5 data set with Jacobians")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--width", type=int, default=128, help="mask network width")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=0.002)
+    parser.add_argument("--report-every", type=int, default=5, help="epochs between scores")
+    parser.add_argument("--contact-distances", action="store_true")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    with TransitionReader(args.data) as reader:
+        if not reader.meta.jacobians:
+            raise SystemExit(f"{args.data} holds no Jacobians")
+        cols = ["state", "action", "jacobian_state", "jacobian_action", "episode"]
+        rows = {k: reader.read(k) for k in cols}
+        threshold, env_name = reader.meta.threshold, reader.meta.env_name
+        test = split_episodes([reader], 0.1, seed=args.seed).is_test(0, rows["episode"])
+    jac = np.concatenate([rows["jacobian_state"], rows["jacobian_action"]], axis=2)
+    zero = np.abs(jac) < threshold
+    x = np.concatenate([rows["state"], rows["action"]], axis=1)
+    if args.contact_distances:
+        x = np.concatenate([x, contact_distances(env_name, rows["state"])], axis=1)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-8)
+    d_s, n = zero.shape[1:]
+    net = LocalMask(d_s, n, args.width).net
+    net[0] = torch.nn.Linear(x.shape[1], args.width)  # the inputs, features included
+    inputs = torch.as_tensor(x, dtype=torch.float32)
+    target = torch.as_tensor(~zero, dtype=torch.float32)
+    train_rows, test_rows = np.flatnonzero(~test), np.flatnonzero(test)
+    probe = rng.choice(train_rows, min(len(test_rows), len(train_rows)), replace=False)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+
+    def logits(index: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return net(inputs[index]).view(-1, d_s, n)
+
+    features = f"{x.shape[1]} inputs" + (" (contact distances)" if args.contact_distances else "")
+    print(f"{env_name}: {len(train_rows)} train / {len(test_rows)} test rows, {features}")
+    print(f"{'epoch':>5s} {'train F1':>9s} {'test F1':>8s} {'test P':>7s} {'test R':>7s}")
+    for epoch in range(1, args.epochs + 1):
+        order = rng.permutation(train_rows)
+        for i in range(0, len(order), args.batch_size):
+            batch = order[i : i + args.batch_size]
+            out = net(inputs[batch]).view(-1, d_s, n)
+            loss = F.binary_cross_entropy_with_logits(out, target[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if epoch % args.report_every == 0 or epoch == args.epochs:
+            f1_train = scores(logits(probe), zero[probe])[0]
+            f1, p, r = scores(logits(test_rows), zero[test_rows])
+            print(f"{epoch:5d} {f1_train:9.3f} {f1:8.3f} {p:7.3f} {r:7.3f}")
+    missed = ((logits(test_rows) >= 0).numpy() & zero[test_rows]).mean(0)
+    share = zero[test_rows].mean(0)
+    print("most missed true zeros on test rows (output, input: share of rows zero, missed):")
+    for k in np.argsort(-missed.ravel())[:8]:
+        j, i = divmod(int(k), n)
+        print(f"  out {j:2d} in {i:2d}: {share[j, i]:.3f} {missed[j, i]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
