@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -73,7 +74,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
     from stable_baselines3.common.callbacks import BaseCallback
 
     import jacobian_wrappers as jw
-    from mbrl import MBPO
+    from mbrl import MBPO, MBPO_MODEL_CONFIG
 
     env = jw.PlaygroundVecEnv(args.env, n_envs=1, seed=seed, jacobians=True, precision="float64")
     eval_env = jw.PlaygroundVecEnv(
@@ -99,6 +100,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
             model_epochs=args.model_epochs, rollout_length=args.rollout_length,
             rollout_batch_size=args.rollout_batch_size, gradient_steps=args.gradient_steps,
             real_ratio=args.real_ratio,
+            model_config=dataclasses.replace(MBPO_MODEL_CONFIG, mode_dim=args.mode_dim),
             rollout_dynamics="simulator" if variant == "mbpo-oracle" else "model", **common,
         )  # fmt: skip
         steps = args.mbpo_steps
@@ -271,6 +273,9 @@ def main() -> None:
         "--jacobian-loss", default="state-jacobian-l1-sparse-only",
         help="loss of mbpo-mlp-jacobian",
     )  # fmt: skip
+    parser.add_argument(
+        "--mode-dim", type=int, default=0, help="mode code of mbpo-local_mask's heads (0: none)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = parser.parse_args()

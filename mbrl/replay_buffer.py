@@ -373,8 +373,9 @@ class JacobianReplayBuffer(ReplayBuffer):
         every row is read that way, and so is the observation of every row
         whose state the data reached by a step (the row of the same episode
         and the step before, anywhere in the file); only an episode's first
-        row in the data uses ``observe``. Without it every observation is ``observe`` of its
-        state, one substep off on such tasks (CartpoleBalance's pole angle).
+        row in the data uses ``observe``. Without it every observation is
+        ``observe`` of its state, one substep off on such tasks
+        (CartpoleBalance's pole angle).
 
         Returns:
             Rows added.
