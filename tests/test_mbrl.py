@@ -556,6 +556,7 @@ def test_mbrl_experiment_script_writes_curves_table_and_figure(tmp_path) -> None
         "--seeds", "1", "--sac-steps", "60", "--mbpo-steps", "60", "--learning-starts", "20",
         "--eval-every", "20", "--eval-episodes", "1", "--members", "2",
         "--model-train-freq", "20", "--rollout-batch-size", "32", "--gradient-steps", "1",
+        "--workers", "2",  # the process pool, one fresh process per run
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
