@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from sparsity.storage import TransitionReader
 from world_models import split_episodes
+from world_models.evaluate import _f1, _ratio
 from world_models.masks import LocalMask
 
 
@@ -68,11 +69,10 @@ def contact_distances(env_name: str, states: np.ndarray) -> np.ndarray:
 
 
 def scores(logits: torch.Tensor, zero: np.ndarray) -> tuple[float, float, float]:
-    """Pooled F1, precision and recall of the predicted zeros (``logit < 0``)."""
+    """Pooled F1, precision and recall of the predicted zeros (``logit < 0``), as ``evaluate``."""
     predicted = (logits < 0).numpy()
-    hit = (predicted & zero).sum()
-    precision, recall = hit / max(predicted.sum(), 1), hit / max(zero.sum(), 1)
-    return 2 * precision * recall / max(precision + recall, 1e-12), precision, recall
+    n_pred, n_true, hit = predicted.sum(), zero.sum(), (predicted & zero).sum()
+    return _f1(n_pred, n_true, hit), _ratio(hit, n_pred), _ratio(hit, n_true)
 
 
 def main() -> None:
