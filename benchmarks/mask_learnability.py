@@ -2,7 +2,8 @@
 
 Trains the mask network of ``local_mask`` (:class:`world_models.masks.LocalMask`)
 alone on the zero pattern of ``[J_s | J_a]`` at the data set's threshold,
-by the binary cross-entropy that ``state-mask`` supervises it with, on the
+by the binary cross-entropy that ``state-mask`` supervises it with
+(non-smooth columns left out of the loss and the scores, as there), on the
 train split of whole episodes (:func:`world_models.split_episodes`, 10 %
 test). Every few epochs it prints the pooled zero-pattern F1 (zeros are the
 positives), precision and recall on train rows and on test rows: a test F1
@@ -68,9 +69,13 @@ def contact_distances(env_name: str, states: np.ndarray) -> np.ndarray:
     return out
 
 
-def scores(logits: torch.Tensor, zero: np.ndarray) -> tuple[float, float, float]:
-    """Pooled F1, precision and recall of the predicted zeros (``logit < 0``), as ``evaluate``."""
-    predicted = (logits < 0).numpy()
+def scores(logits: torch.Tensor, zero: np.ndarray, valid: np.ndarray) -> tuple[float, float, float]:
+    """Pooled F1, precision and recall of the predicted zeros (``logit < 0``), as ``evaluate``.
+
+    Only the ``valid`` elements count (columns taken at a non-smooth point are left out).
+    """
+    predicted = (logits < 0).numpy() & valid
+    zero = zero & valid
     n_pred, n_true, hit = predicted.sum(), zero.sum(), (predicted & zero).sum()
     return _f1(n_pred, n_true, hit), _ratio(hit, n_pred), _ratio(hit, n_true)
 
@@ -96,11 +101,15 @@ def main() -> None:
         if not reader.meta.jacobians:
             raise SystemExit(f"{args.data} holds no Jacobians")
         cols = ["state", "action", "jacobian_state", "jacobian_action", "episode"]
+        cols += ["jacobian_nonsmooth"] if "jacobian_nonsmooth" in reader.columns else []
         rows = {k: reader.read(k) for k in cols}
         threshold, env_name = reader.meta.threshold, reader.meta.env_name
         test = split_episodes([reader], 0.1, seed=args.seed).is_test(0, rows["episode"])
     jac = np.concatenate([rows["jacobian_state"], rows["jacobian_action"]], axis=2)
     zero = np.abs(jac) < threshold
+    # As state-mask: columns taken at a non-smooth point (an action on its bound) are left out.
+    smooth = ~rows.get("jacobian_nonsmooth", np.zeros((len(jac), jac.shape[2]), bool))
+    valid = np.repeat(smooth[:, None, :], jac.shape[1], axis=1)
     x = np.concatenate([rows["state"], rows["action"]], axis=1)
     if args.contact_distances:
         x = np.concatenate([x, contact_distances(env_name, rows["state"])], axis=1)
@@ -110,6 +119,7 @@ def main() -> None:
     net[0] = torch.nn.Linear(x.shape[1], args.width)  # the inputs, features included
     inputs = torch.as_tensor(x, dtype=torch.float32)
     target = torch.as_tensor(~zero, dtype=torch.float32)
+    weight = torch.as_tensor(valid, dtype=torch.float32)
     train_rows, test_rows = np.flatnonzero(~test), np.flatnonzero(test)
     probe = rng.choice(train_rows, min(len(test_rows), len(train_rows)), replace=False)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -126,16 +136,17 @@ def main() -> None:
         for i in range(0, len(order), args.batch_size):
             batch = order[i : i + args.batch_size]
             out = net(inputs[batch]).view(-1, d_s, n)
-            loss = F.binary_cross_entropy_with_logits(out, target[batch])
+            loss = F.binary_cross_entropy_with_logits(out, target[batch], weight[batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         if epoch % args.report_every == 0 or epoch == args.epochs:
-            f1_train = scores(logits(probe), zero[probe])[0]
-            f1, p, r = scores(logits(test_rows), zero[test_rows])
+            f1_train = scores(logits(probe), zero[probe], valid[probe])[0]
+            f1, p, r = scores(logits(test_rows), zero[test_rows], valid[test_rows])
             print(f"{epoch:5d} {f1_train:9.3f} {f1:8.3f} {p:7.3f} {r:7.3f}")
-    missed = ((logits(test_rows) >= 0).numpy() & zero[test_rows]).mean(0)
-    share = zero[test_rows].mean(0)
+    true = zero[test_rows] & valid[test_rows]
+    missed = ((logits(test_rows) >= 0).numpy() & true).mean(0)
+    share = true.mean(0)
     print("most missed true zeros on test rows (output, input: share of rows zero, missed):")
     for k in np.argsort(-missed.ravel())[:8]:
         j, i = divmod(int(k), n)
