@@ -11,11 +11,13 @@ far below 1 with train F1 no higher says the pattern is not a function the
 network resolves from its inputs, not that it overfits or lacks capacity.
 At the end: the elements whose true zeros it misses most.
 
-With ``--contact-distances`` the network also gets, per geom that can touch
-the floor, its signed distance to the floor at ``s`` and after one control
-step of ``s``'s velocity (MuJoCo's ``mj_geomDistance``, capped at 1). These
-are functions of the state alone, so a mask built from them would keep a
-masked model's Jacobian exactly zero off its mask.
+With ``--contact-distances`` the network also gets the contact features a
+masked model gets with ``contact_features=True``
+(:class:`world_models.contact_features.FloorDistances`): per geom that can
+touch the floor, its signed distance to the floor at ``s`` and after one
+control step of ``s``'s velocity, squashed by ``tanh(d / 0.1 m)``. They are
+functions of the state alone, so the masked model's Jacobian stays exactly
+zero off its mask.
 
     python benchmarks/mask_learnability.py --data data/WalkerRun_random.h5
         [--epochs 20] [--width 128] [--contact-distances] [--threads 1]
@@ -31,42 +33,9 @@ from torch.nn import functional as F
 
 from sparsity.storage import TransitionReader
 from world_models import split_episodes
+from world_models.contact_features import FloorDistances, contact_spec
 from world_models.evaluate import _f1, _ratio
 from world_models.masks import LocalMask
-
-
-def contact_distances(env_name: str, states: np.ndarray) -> np.ndarray:
-    """``(n, 2 g)``: each floor-touching geom's distance to the floor at ``s`` and one step on."""
-    import mujoco
-    from mujoco_playground import registry
-
-    env = registry.load(env_name, config_overrides={"impl": "jax"})
-    model, data = env.mj_model, mujoco.MjData(env.mj_model)
-    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in range(model.ngeom)]
-    if "floor" not in names:
-        raise ValueError(f"{env_name} has no geom named 'floor'; geoms: {names}")
-    floor = names.index("floor")
-    touching = [
-        g
-        for g in range(model.ngeom)
-        if g != floor
-        and (model.geom_contype[g] & model.geom_conaffinity[floor]
-             or model.geom_contype[floor] & model.geom_conaffinity[g])
-    ]  # fmt: skip
-    nq, nv, dt = model.nq, model.nv, float(env.dt)
-    out = np.empty((len(states), 2 * len(touching)))
-    fromto = np.zeros(6)
-    for i, s in enumerate(states):
-        ahead = s[:nq].copy()
-        mujoco.mj_integratePos(model, ahead, s[nq : nq + nv], dt)
-        for k, qpos in enumerate((s[:nq], ahead)):
-            data.qpos[:] = qpos
-            mujoco.mj_kinematics(model, data)
-            for j, g in enumerate(touching):
-                out[i, k * len(touching) + j] = mujoco.mj_geomDistance(
-                    model, data, floor, g, 1.0, fromto
-                )
-    return out
 
 
 def scores(logits: torch.Tensor, zero: np.ndarray, valid: np.ndarray) -> tuple[float, float, float]:
@@ -111,12 +80,14 @@ def main() -> None:
     smooth = ~rows.get("jacobian_nonsmooth", np.zeros((len(jac), jac.shape[2]), bool))
     valid = np.repeat(smooth[:, None, :], jac.shape[1], axis=1)
     x = np.concatenate([rows["state"], rows["action"]], axis=1)
-    if args.contact_distances:
-        x = np.concatenate([x, contact_distances(env_name, rows["state"])], axis=1)
-    x = (x - x.mean(0)) / (x.std(0) + 1e-8)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-8)  # as the model's normaliser
     d_s, n = zero.shape[1:]
-    net = LocalMask(d_s, n, args.width).net
-    net[0] = torch.nn.Linear(x.shape[1], args.width)  # the inputs, features included
+    n_features = 0
+    if args.contact_distances:
+        with torch.no_grad():
+            features = FloorDistances(contact_spec(env_name))(torch.as_tensor(rows["state"]))
+        x, n_features = np.concatenate([x, features.numpy()], axis=1), features.shape[1]
+    net = LocalMask(d_s, n, args.width, n_features=n_features).net
     inputs = torch.as_tensor(x, dtype=torch.float32)
     target = torch.as_tensor(~zero, dtype=torch.float32)
     weight = torch.as_tensor(valid, dtype=torch.float32)
@@ -128,8 +99,8 @@ def main() -> None:
         with torch.no_grad():
             return net(inputs[index]).view(-1, d_s, n)
 
-    features = f"{x.shape[1]} inputs" + (" (contact distances)" if args.contact_distances else "")
-    print(f"{env_name}: {len(train_rows)} train / {len(test_rows)} test rows, {features}")
+    inputs_note = f"{x.shape[1]} inputs" + (" (contact features)" if n_features else "")
+    print(f"{env_name}: {len(train_rows)} train / {len(test_rows)} test rows, {inputs_note}")
     print(f"{'epoch':>5s} {'train F1':>9s} {'test F1':>8s} {'test P':>7s} {'test R':>7s}")
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(train_rows)

@@ -100,7 +100,10 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
             model_epochs=args.model_epochs, rollout_length=args.rollout_length,
             rollout_batch_size=args.rollout_batch_size, gradient_steps=args.gradient_steps,
             real_ratio=args.real_ratio,
-            model_config=dataclasses.replace(MBPO_MODEL_CONFIG, mode_dim=args.mode_dim),
+            model_config=dataclasses.replace(
+                MBPO_MODEL_CONFIG, mode_dim=args.mode_dim,
+                contact_features=args.contact_features,
+            ),
             rollout_dynamics="simulator" if variant == "mbpo-oracle" else "model", **common,
         )  # fmt: skip
         steps = args.mbpo_steps
@@ -276,6 +279,10 @@ def main() -> None:
     parser.add_argument(
         "--mode-dim", type=int, default=0, help="mode code of mbpo-local_mask's heads (0: none)"
     )
+    parser.add_argument(
+        "--contact-features", action="store_true",
+        help="mbpo-local_mask: the mask network also gets each body's floor distance",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = parser.parse_args()

@@ -401,6 +401,11 @@ def main() -> None:
         help="masked models: units of the mask's mode code given to every head (0: none)",
     )
     parser.add_argument(
+        "--contact-features",
+        action="store_true",
+        help="local_mask/codebook_mask: the mask network also gets each body's floor distance",
+    )
+    parser.add_argument(
         "--weight-decay", type=float, default=0.001, help="Adam weight decay (the study's 0.001)"
     )
     parser.add_argument("--codebook-size", type=int, default=16, help="K of codebook_mask")
@@ -459,6 +464,7 @@ def main() -> None:
         shared_heads=args.shared_heads,
         mask_width=args.mask_width,
         mode_dim=args.mode_dim,
+        contact_features=args.contact_features,
         codebook_size=args.codebook_size,
         weight_decay=args.weight_decay,
         weights=LossWeights(mask_zeros=args.mask_zero_weight),

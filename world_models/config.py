@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from world_models.contact_features import contact_spec
 from world_models.data import NONSMOOTH_POLICIES
 from world_models.evaluate import DEFAULT_THRESHOLDS
 from world_models.losses import LossWeights
 from world_models.model import ACTIVATIONS, INITS
-from world_models.registry import MASKED_MODELS, MODELS
+from world_models.registry import MASKED_MODELS, MODELS, STATE_MASKED_MODELS
 
 __all__ = ["TrainConfig"]
 
@@ -32,6 +33,11 @@ class TrainConfig:
             ``codebook_mask``).
         mode_dim: Units of the mode code a masked model's heads get besides
             their masked inputs (``MaskedDynamics(mode_dim=...)``); 0: none.
+        contact_features: The mask network of ``local_mask``/``codebook_mask``
+            also gets each floor-colliding geom's distance to the floor, at
+            ``s`` and one step on (``MaskedDynamics(contact=...)``, the
+            env's geometry read from Playground when the model is built).
+            The other models ignore it, as they ignore the other mask options.
         codebook_size: ``K``, masks in the codebook (``codebook_mask``).
         code_dim: Dimension of a code (``codebook_mask``).
         mask_temperature: Gumbel-sigmoid temperature of the training mask samples.
@@ -91,6 +97,7 @@ class TrainConfig:
     shared_heads: bool = False
     mask_width: int = 128
     mode_dim: int = 0
+    contact_features: bool = False
     codebook_size: int = 16
     code_dim: int = 16
     mask_temperature: float = 1.0
@@ -178,8 +185,17 @@ class TrainConfig:
         if self.resume and not self.checkpoint:
             raise ValueError("resume=True needs a checkpoint path")
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """Constructor options of :attr:`model` (besides ``d_s, d_a``)."""
+    def model_kwargs(self, env_name: str | None = None) -> dict[str, Any]:
+        """Constructor options of :attr:`model` (besides ``d_s, d_a``).
+
+        Args:
+            env_name: The Playground env the model is for; needed (and only
+                read) with ``contact_features``, for the env's geometry.
+
+        Raises:
+            ValueError: ``contact_features`` without ``env_name``, or an env
+                without floor contacts.
+        """
         common = {
             "depth": self.depth,
             "activation": self.activation,
@@ -189,8 +205,14 @@ class TrainConfig:
         }
         if self.model not in MASKED_MODELS:
             return {"width": self.width, **common}
+        contact = None
+        if self.contact_features and self.model in STATE_MASKED_MODELS:
+            if env_name is None:
+                raise ValueError("contact_features=True needs the env name for its geometry")
+            contact = contact_spec(env_name)
         return {
             "width": self.width if self.head_width is None else self.head_width,
+            "contact": contact,
             "mask_width": self.mask_width,
             "mode_dim": self.mode_dim,
             "shared_heads": self.shared_heads,

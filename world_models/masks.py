@@ -106,6 +106,8 @@ class LocalMask(nn.Module):
         width: Hidden units of the mask network (two ELU layers).
         temperature: Gumbel-sigmoid temperature while training.
         init_logit: Starting logit of every edge.
+        n_features: Further inputs of the network after the ``n_in`` model
+            inputs (e.g. contact features), which the mask does not cover.
     """
 
     def __init__(
@@ -115,13 +117,14 @@ class LocalMask(nn.Module):
         width: int = 128,
         temperature: float = 1.0,
         init_logit: float = 2.0,
+        n_features: int = 0,
     ):
         super().__init__()
         self.d_s, self.n_in, self.temperature = d_s, n_in, float(temperature)
-        self.net = _mlp(n_in, width, d_s * n_in, init_logit)
+        self.net = _mlp(n_in + n_features, width, d_s * n_in, init_logit)
 
     def forward(self, x: Tensor) -> MaskSample:
-        """A mask per row of ``x``: ``(B, d_s, n)``."""
+        """A mask per row of ``x`` (``(B, n_in + n_features)``): ``(B, d_s, n_in)``."""
         logits = self.net(x).view(-1, self.d_s, self.n_in)
         return MaskSample(hard_mask(logits, self.temperature, self.training), logits, {})
 
@@ -147,6 +150,7 @@ class CodebookMask(nn.Module):
         temperature: Gumbel-sigmoid temperature while training.
         init_logit: Starting logit of every edge.
         usage_decay: Decay of the running share of samples per code.
+        n_features: Further inputs of the encoder after the ``n_in`` model inputs.
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class CodebookMask(nn.Module):
         temperature: float = 1.0,
         init_logit: float = 2.0,
         usage_decay: float = 0.99,
+        n_features: int = 0,
     ):
         super().__init__()
         if int(codebook_size) < 1 or int(code_dim) < 1:
@@ -169,7 +174,7 @@ class CodebookMask(nn.Module):
         self.d_s, self.n_in, self.temperature = d_s, n_in, float(temperature)
         self.commitment, self.usage_decay = float(commitment), float(usage_decay)
         self.encoder = nn.Sequential(
-            nn.Linear(n_in, width), nn.ELU(), nn.Linear(width, width), nn.ELU(),
+            nn.Linear(n_in + n_features, width), nn.ELU(), nn.Linear(width, width), nn.ELU(),
             nn.Linear(width, code_dim),
         )  # fmt: skip
         self.codes = nn.Parameter(torch.randn(int(codebook_size), int(code_dim)))

@@ -8,7 +8,7 @@ from world_models.base import DynamicsModel
 from world_models.masked import CodebookMaskDynamics, GlobalMaskDynamics, LocalMaskDynamics
 from world_models.model import DynamicsMLP
 
-__all__ = ["MASKED_MODELS", "MODELS", "build_model", "model_class"]
+__all__ = ["MASKED_MODELS", "MODELS", "STATE_MASKED_MODELS", "build_model", "model_class"]
 
 #: Name -> class of every dynamics model.
 MODELS: dict[str, type[DynamicsModel]] = {
@@ -18,6 +18,9 @@ MODELS: dict[str, type[DynamicsModel]] = {
 
 #: The models with an input->output mask (mask losses and metrics apply).
 MASKED_MODELS = tuple(name for name, cls in MODELS.items() if cls.has_mask)
+
+#: The masked models whose mask depends on the state (contact features apply).
+STATE_MASKED_MODELS = (LocalMaskDynamics.name, CodebookMaskDynamics.name)
 
 
 def model_class(name: str) -> type[DynamicsModel]:

@@ -206,7 +206,9 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> DynamicsModel:
         c = self.config
-        model = build_model(c.model, self.meta.d_s, self.meta.d_a, **c.model_kwargs())
+        model = build_model(
+            c.model, self.meta.d_s, self.meta.d_a, **c.model_kwargs(self.meta.env_name)
+        )
         configure_mask(model, self.loss_mode, c.mask_straight_through)
         model.set_normaliser(self.normaliser)
         return model.to(self.device)
