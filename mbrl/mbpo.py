@@ -39,6 +39,7 @@ saves every ``save_freq`` steps.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from collections.abc import Callable
@@ -110,7 +111,9 @@ class MBPO(SAC):
         env: A ``PlaygroundVecEnv`` (``jacobians=True`` for the Jacobian loss modes).
         world_model: Model of the ensemble members (:data:`~world_models.MODELS`).
         loss_mode: Their loss (:data:`~world_models.LOSS_MODES`).
-        model_config: Their hyperparameters (:data:`MBPO_MODEL_CONFIG` by default).
+        model_config: Their hyperparameters (:data:`MBPO_MODEL_CONFIG` by default);
+            its ``model`` is set to ``world_model`` (whose options it selects:
+            a masked model's head width, mode code, contact features).
         n_members: Ensemble size.
         model_train_freq: Real steps between model trainings (and rollout rounds).
         model_epochs: Passes over the real buffer per training.
@@ -184,7 +187,10 @@ class MBPO(SAC):
         if env is not None:
             _check_env(env, loss_mode)
         self.world_model, self.loss_mode = world_model, loss_mode
-        self.model_config = model_config or MBPO_MODEL_CONFIG
+        # The config's own model decides which of its options apply (model_kwargs).
+        self.model_config = dataclasses.replace(
+            model_config or MBPO_MODEL_CONFIG, model=world_model
+        )
         self.n_members, self.model_train_freq = int(n_members), int(model_train_freq)
         self.model_epochs, self.model_max_steps = float(model_epochs), model_max_steps
         self.holdout_fraction = float(holdout_fraction)
@@ -222,7 +228,7 @@ class MBPO(SAC):
             self.n_members,
             learn_reward=self.reward == "learned",
             seed=seed,
-            **self.model_config.model_kwargs(),
+            **self.model_config.model_kwargs(sim.env_name),
         ).to(self.device)
         self.ensemble_trainer = EnsembleTrainer(
             self.ensemble, self.loss_mode, self.model_config, self.holdout_fraction, seed

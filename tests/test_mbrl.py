@@ -10,6 +10,8 @@ direct count on the buffer's Jacobians, and a resumed run against the saved one.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,7 @@ from world_models import (
     Normaliser,
     TrainConfig,
 )
+from world_models.contact_features import contact_spec
 
 CONFIG = TrainConfig(width=32, depth=2, dropout=0.0, lr=3e-3, weight_decay=0.0, batch_size=64)
 
@@ -398,13 +401,15 @@ def test_mixed_sampler_draws_the_real_share() -> None:
         MixedSampler(real, model, 1.5)
 
 
+def _mbpo_config() -> TrainConfig:
+    return TrainConfig(width=32, depth=2, dropout=0.0, weight_decay=0.0, batch_size=64, lr=1e-3)
+
+
 def _mbpo(env, **kwargs) -> MBPO:
     kwargs = {
         "n_members": 2, "model_train_freq": 40, "model_epochs": 2.0,
         "rollout_batch_size": 64, "rollout_length": 2, "learning_starts": 40,
-        "gradient_steps": 1, "batch_size": 32, "seed": 0,
-        "model_config": TrainConfig(width=32, depth=2, dropout=0.0, weight_decay=0.0,
-                                    batch_size=64, lr=1e-3),
+        "gradient_steps": 1, "batch_size": 32, "seed": 0, "model_config": _mbpo_config(),
         **kwargs,
     }  # fmt: skip
     return MBPO("MlpPolicy", env, **kwargs)
@@ -474,10 +479,14 @@ def test_mbpo_logs_the_true_sparsity_of_the_fresh_steps(cartpole_env) -> None:
 
 @pytest.mark.slow  # a short MBPO run (about a minute on 2 cores)
 def test_mbpo_checkpoint_resumes_with_both_buffers_and_the_ensemble(cartpole_env, tmp_path) -> None:
-    m = _mbpo(cartpole_env, world_model="local_mask", loss_mode="state-mask")
+    config = dataclasses.replace(_mbpo_config(), contact_features=True)
+    m = _mbpo(cartpole_env, world_model="local_mask", loss_mode="state-mask", model_config=config)
     m.learn(90, callback=MBPOCheckpointCallback(45, tmp_path / "ck"))  # saved after step 90
     back = MBPO.load_checkpoint(tmp_path / "ck", cartpole_env)
     assert back.num_timesteps == 90 and back.world_model == "local_mask"
+    # The members' masks see the env's floor distances (the cart's and the pole's), loaded too.
+    assert back.ensemble.members[0].contact == contact_spec("CartpoleBalance")
+    assert back.ensemble.members[1].contact_features.labels[:2] == ("cart@floor", "pole_1@floor")
     for key in ("state", "next_state", "jacobian_state"):  # the last step is in it too
         np.testing.assert_array_equal(back.replay_buffer.rows()[key], m.replay_buffer.rows()[key])
     np.testing.assert_array_equal(back.model_buffer.obs, m.model_buffer.obs)
@@ -503,6 +512,17 @@ def test_mbpo_checkpoint_resumes_with_both_buffers_and_the_ensemble(cartpole_env
     (tmp_path / "ck" / "model_buffer.pkl").unlink()
     with pytest.raises(FileNotFoundError, match="model_buffer.pkl"):
         MBPO.load_checkpoint(tmp_path / "ck", cartpole_env)
+
+
+def test_mbpo_members_take_the_options_of_their_own_model(cartpole_env) -> None:
+    config = dataclasses.replace(_mbpo_config(), head_width=16, mode_dim=2, contact_features=True)
+    m = _mbpo(cartpole_env, world_model="local_mask", loss_mode="state-mask", model_config=config)
+    member = m.ensemble.members[0]
+    # The masked options, not the MLP's width of 32 (the config's own model is set to local_mask).
+    assert m.model_config.model == "local_mask"
+    assert (member.width, member.depth, member.mode_dim) == (16, 2, 2)
+    assert member.contact == contact_spec("CartpoleBalance")
+    assert _mbpo(cartpole_env, model_config=config).ensemble.members[0].width == 32  # the MLP
 
 
 def test_mbpo_bad_input(cartpole_env) -> None:
