@@ -15,6 +15,10 @@ With ``--models``, the masked models (:mod:`world_models.masked`; per-output
 heads of ``--head-width`` units) train ``state``, the sparse-only Jacobian
 loss and mask supervision (``state-mask``) in the same rounds
 (``local_mask:state-mask``, ...), all as ratios to the MLP's ``state``.
+With ``--contact-env``, ``local_mask`` and ``codebook_mask`` also train with
+that env's contact features in their mask network (``local_mask+contact``;
+the env's ``nq + nv`` must fit ``--d-s``; the synthetic states are read as
+raw ``qpos, qvel``).
 
 All variants are timed in alternating rounds after a warm-up, and the median
 of the rounds is reported, so the ratios see the same machine load.
@@ -28,6 +32,7 @@ and each gets its speed-up over its float32 twin.
     python benchmarks/world_model_speed.py [--rounds 5] [--seconds 1.5] [--threads N]
         [--autocast] [--variants state state-jacobian state-jacobian@k1 ...]
         [--models global_mask local_mask codebook_mask] [--head-width 64] [--mode-dim 0]
+        [--contact-env CheetahRun]
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ import torch
 
 from world_models import (
     MASKED_MODELS,
+    STATE_MASKED_MODELS,
     STUDY_LOSS_MODES,
     Batch,
     DynamicsMLP,
     DynamicsModel,
     build_model,
     compute_loss,
+    contact_spec,
     supervises_mask,
 )
 
@@ -146,6 +153,11 @@ def main() -> None:
     parser.add_argument(
         "--mode-dim", type=int, default=0, help="mode code units of the masked heads"
     )
+    parser.add_argument(
+        "--contact-env",
+        default=None,
+        help="also time the masked models with this env's contact features (+contact)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,7 +169,11 @@ def main() -> None:
     variants += [f"state-jacobian@k{args.columns[0]}-jvp"]
     if args.variants:
         variants = list(dict.fromkeys(["state", *args.variants]))
-    variants += [f"{m}:{mode}" for m in args.models for mode in MASKED_VARIANTS]
+    masked = [*args.models]
+    if args.contact_env:
+        spec = contact_spec(args.contact_env)
+        masked += [f"{m}+contact" for m in args.models if m in STATE_MASKED_MODELS]
+    variants += [f"{m}:{mode}" for m in masked for mode in MASKED_VARIANTS]
     if args.autocast:
         variants = [x for v in variants for x in (v, f"{v}+bf16")]
     steps = {}
@@ -165,12 +181,13 @@ def main() -> None:
         name, _, _ = v.rpartition(":")
         if name:
             model = build_model(
-                name,
+                name.removesuffix("+contact"),
                 args.d_s,
                 args.d_a,
                 width=args.head_width,
                 depth=args.depth,
                 mode_dim=args.mode_dim,
+                contact=spec if name.endswith("+contact") else None,
             ).train()
             mode = v.partition(":")[2].removesuffix("+bf16")
             model.straight_through = not supervises_mask(mode)  # as the Trainer sets it

@@ -9,7 +9,10 @@ Variants (``--variants``): ``sac`` (SB3's SAC, one update per step),
 ``mbpo-local_mask`` (masked ensemble, mask supervised with the true zero
 pattern: ``state-mask``); the control ``mbpo-oracle`` is ``mbpo-mlp`` whose
 rollouts use the simulator's own step (a perfect model:
-``MBPO(rollout_dynamics="simulator")``). Every variant acts in the same env
+``MBPO(rollout_dynamics="simulator")``). ``--mode-dim`` and
+``--contact-features`` give ``mbpo-local_mask``'s members a mode code and
+the env's floor distances in their mask network
+(``TrainConfig(mode_dim=..., contact_features=True)``). Every variant acts in the same env
 (``PlaygroundVecEnv(jacobians=True, precision="float64")``) and is
 evaluated every ``--eval-every`` real steps by its deterministic policy on
 ``--eval-episodes`` full episodes of a separate env. Each (variant, seed)

@@ -17,7 +17,9 @@ simulator's, sparsity included::
     print(masked.metrics.sample_zero_f1, masked.metrics.mask_zero_f1)
 
 Models (:data:`MODELS`): ``mlp`` (the study's), ``global_mask``,
-``local_mask`` and ``codebook_mask`` (:mod:`world_models.masked`).
+``local_mask`` and ``codebook_mask`` (:mod:`world_models.masked`); the last
+two can give their mask network the env's floor distances
+(``TrainConfig(contact_features=True)``, :mod:`world_models.contact_features`).
 
 In the RL loop (:mod:`mbrl`): :class:`DynamicsEnsemble` and
 :class:`EnsembleTrainer` train an ensemble of any of these models on rows in
@@ -32,6 +34,7 @@ on first use.
 from world_models.base import DynamicsModel, MaskSample
 from world_models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from world_models.config import TrainConfig
+from world_models.contact_features import FloorDistances, contact_spec, floor_contact_spec
 from world_models.data import (
     Batch,
     EpisodeSplit,
@@ -67,7 +70,13 @@ from world_models.masked import (
 )
 from world_models.model import DynamicsMLP
 from world_models.normaliser import Normaliser, RunningMoments
-from world_models.registry import MASKED_MODELS, MODELS, build_model, model_class
+from world_models.registry import (
+    MASKED_MODELS,
+    MODELS,
+    STATE_MASKED_MODELS,
+    build_model,
+    model_class,
+)
 from world_models.train import train
 from world_models.trainer import Trainer, TrainerCallback, TrainResult, resolve_device
 
@@ -77,6 +86,7 @@ __all__ = [
     "LOSS_MODES",
     "MASKED_MODELS",
     "MODELS",
+    "STATE_MASKED_MODELS",
     "STUDY_LOSS_MODES",
     "Batch",
     "Checkpoint",
@@ -87,6 +97,7 @@ __all__ = [
     "EnsembleTrainer",
     "EpisodeSplit",
     "EvalResult",
+    "FloorDistances",
     "GlobalMaskDynamics",
     "InMemoryBatches",
     "JacobianSample",
@@ -106,8 +117,10 @@ __all__ = [
     "build_model",
     "compute_loss",
     "configure_mask",
+    "contact_spec",
     "evaluate",
     "fit_normaliser",
+    "floor_contact_spec",
     "has_jacobians",
     "jacobian_columns",
     "load_checkpoint",
