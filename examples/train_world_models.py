@@ -61,6 +61,7 @@ from world_models import (
     LOSS_MODES,
     MASKED_MODELS,
     MODELS,
+    STATE_MASKED_MODELS,
     LossWeights,
     TrainConfig,
     open_datasets,
@@ -182,7 +183,10 @@ def plot_mse_vs_f1(rows: list[dict], out: Path, threshold: float) -> None:
     import matplotlib.pyplot as plt
 
     envs = list(dict.fromkeys(r["env"] for r in rows))
-    markers = dict(zip(MODELS, "os^D", strict=True))
+    # The models in the registry's order, then their variants (local_mask+contact).
+    names = {r.get("model", "mlp") for r in rows}
+    names = [m for m in MODELS if m in names] + sorted(names - set(MODELS))
+    markers = dict(zip(names, "os^DvP*X<>ph", strict=False))
     losses = list(dict.fromkeys(r["loss"] for r in rows))
     colours = {loss: f"C{i}" for i, loss in enumerate(losses)}
     fig, axes = plt.subplots(1, len(envs), figsize=(4.8 * len(envs), 4.2), squeeze=False)
@@ -450,7 +454,16 @@ def main() -> None:
         parser.error(f"--shift-data holds envs {unknown} that no --data file holds")
     thresholds = list(TrainConfig().eval_thresholds)
     jobs = [
-        SweepJob(env, tuple(files), model, mode, seed, columns, tuple(shift.get(env, [])))
+        SweepJob(
+            env,
+            tuple(files),
+            model,
+            mode,
+            seed,
+            columns,
+            tuple(shift.get(env, [])),
+            variant="contact" if args.contact_features and model in STATE_MASKED_MODELS else "",
+        )
         for env, files in groups.items()
         for model in args.model
         for mode, columns in runs
@@ -464,7 +477,6 @@ def main() -> None:
         shared_heads=args.shared_heads,
         mask_width=args.mask_width,
         mode_dim=args.mode_dim,
-        contact_features=args.contact_features,
         codebook_size=args.codebook_size,
         weight_decay=args.weight_decay,
         weights=LossWeights(mask_zeros=args.mask_zero_weight),

@@ -8,11 +8,12 @@ only the unfinished trials). Ray is an extra: ``pip install dynamic-sparsity[ray
 """
 
 from sweeps.collect import collect_shard, collect_shards
-from sweeps.grid import SweepJob, run_job
+from sweeps.grid import MODEL_VARIANTS, SweepJob, run_job
 from sweeps.runner import run_sweep
 from sweeps.tune import check_ray_address, import_ray
 
 __all__ = [
+    "MODEL_VARIANTS",
     "SweepJob",
     "check_ray_address",
     "collect_shard",

@@ -10,7 +10,10 @@ from typing import Any
 
 from world_models import TrainConfig, Trainer, TrainerCallback
 
-__all__ = ["SweepJob", "run_job"]
+__all__ = ["MODEL_VARIANTS", "SweepJob", "run_job"]
+
+#: Model variants a grid point can ask for: the ``TrainConfig`` fields each sets.
+MODEL_VARIANTS: dict[str, dict[str, Any]] = {"contact": {"contact_features": True}}
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,13 @@ class SweepJob:
         seed: Seed of the run.
         columns: Random Jacobian columns per sample (``None``: all).
         shift: Other data of the env evaluated after training (``shift_`` metrics).
+        variant: A key of :data:`MODEL_VARIANTS` (``"contact"``: contact
+            features), applied on top of the sweep's config and shown after
+            the model's name in the tables and run names
+            (``local_mask+contact``); ``""``: the config as it is.
+
+    Raises:
+        ValueError: An unknown ``variant``.
     """
 
     env: str
@@ -34,6 +44,18 @@ class SweepJob:
     seed: int
     columns: int | None = None
     shift: tuple[str, ...] = field(default_factory=tuple)
+    variant: str = ""
+
+    def __post_init__(self) -> None:
+        if self.variant and self.variant not in MODEL_VARIANTS:
+            raise ValueError(
+                f"unknown model variant {self.variant!r}; variants: {list(MODEL_VARIANTS)}"
+            )
+
+    @property
+    def model_label(self) -> str:
+        """The model column of the tables: the model, then ``+variant`` if any."""
+        return f"{self.model}+{self.variant}" if self.variant else self.model
 
     @property
     def label(self) -> str:
@@ -44,13 +66,14 @@ class SweepJob:
     def tag(self) -> str:
         """File name of the run (the study's MLP runs keep their names without the model)."""
         safe = "".join(c if c.isalnum() or c == "-" else "_" for c in self.label)
-        prefix = self.env if self.model == "mlp" else f"{self.env}_{self.model}"
+        model = self.model_label.replace("+", "_")
+        prefix = self.env if model == "mlp" else f"{self.env}_{model}"
         return f"{prefix}_{safe}_s{self.seed}"
 
     @property
     def key(self) -> tuple[str, str, str, int]:
         """``(env, model, label, seed)``: the row's identity in the tables."""
-        return self.env, self.model, self.label, self.seed
+        return self.env, self.model_label, self.label, self.seed
 
 
 def run_job(
@@ -85,11 +108,12 @@ def run_job(
         log_dir=None if log_dir is None else str(log_dir),
         checkpoint=None if checkpoint is None else str(checkpoint),
         resume=checkpoint is not None,
+        **MODEL_VARIANTS.get(job.variant, {}),
     )
     trainer = Trainer(list(job.files), job.mode, config, callbacks=callbacks)
     start_epoch = trainer.epoch
     result = trainer.fit()
-    row: dict[str, Any] = {"env": job.env, "model": job.model, "loss": job.label}
+    row: dict[str, Any] = {"env": job.env, "model": job.model_label, "loss": job.label}
     row.update(seed=job.seed, seconds=result.seconds, start_epoch=start_epoch)
     row["samples_per_second"] = result.samples_per_second
     row.update(result.metrics.flat())

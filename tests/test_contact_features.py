@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from sweeps import SweepJob, run_sweep
 from tests.test_world_models import random_normaliser
 from world_models import (
     LocalMaskDynamics,
@@ -244,3 +245,20 @@ def test_trainer_with_contact_features_on_real_cartpole(cartpole_h5, tmp_path) -
     # The checkpoint rebuilds the model from its stored geometry (no env needed).
     loaded = load_checkpoint(tmp_path / "ckpt.pt")
     assert loaded.config.contact_features and loaded.model.contact == trainer.model.contact
+
+
+def test_sweep_variant_trains_with_contact_features_under_its_own_name(cartpole_h5, tmp_path):
+    config = TrainConfig(epochs=1, progress=False, horizon=0, head_width=8, weight_decay=0.0)
+    jobs = [
+        SweepJob("CartpoleBalance", (str(cartpole_h5),), "local_mask", "state-mask", 1, variant=v)
+        for v in ("", "contact")
+    ]
+    rows = run_sweep(jobs, config, tmp_path / "sweep")
+    assert [r["model"] for r in rows] == ["local_mask", "local_mask+contact"]
+    assert jobs[1].tag == "CartpoleBalance_local_mask_contact_state-mask_s1" != jobs[0].tag
+    # The variant sets the config (the sweep's own config has no contact features).
+    ckpt = {j.variant: load_checkpoint(tmp_path / "sweep" / "ckpt" / f"{j.tag}.pt") for j in jobs}
+    assert ckpt["contact"].model.contact == contact_spec("CartpoleBalance")
+    assert ckpt[""].model.contact is None and not ckpt[""].config.contact_features
+    with pytest.raises(ValueError, match=r"unknown model variant 'walls'; variants: \['contact'\]"):
+        SweepJob("CartpoleBalance", (str(cartpole_h5),), "local_mask", "state", 1, variant="walls")
