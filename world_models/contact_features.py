@@ -43,15 +43,6 @@ _SHAPES = {_SPHERE: "sphere", _CAPSULE: "capsule", _ELLIPSOID: "ellipsoid",
 DEFAULT_SCALE = 0.1
 
 
-def _quat_to_mat(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = np.asarray(q, dtype=float) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])  # fmt: skip
-
-
 def floor_contact_spec(model: Any, dt: float, scale: float = DEFAULT_SCALE) -> dict[str, Any]:
     """The plain-typed geometry :class:`FloorDistances` needs, from a ``mujoco.MjModel``.
 
@@ -109,7 +100,7 @@ def floor_contact_spec(model: Any, dt: float, scale: float = DEFAULT_SCALE) -> d
         "jnt_pos": model.jnt_pos.tolist(),
         "jnt_axis": model.jnt_axis.tolist(),
         "qpos0": model.qpos0.tolist(),
-        "floor_normal": [_quat_to_mat(model.geom_quat[f])[:, 2].tolist() for f in floors],
+        "floor_normal": [_rotations(model.geom_quat[f])[:, 2].tolist() for f in floors],
         "floor_point": [model.geom_pos[f].tolist() for f in floors],
         "floor_names": [name(f) for f in floors],
         "geom_names": [name(g) for g in touching],
@@ -153,6 +144,11 @@ def _quat_matrix(q: Tensor) -> Tensor:
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ], -1).view(*q.shape[:-1], 3, 3)  # fmt: skip
+
+
+def _rotations(quats: Any) -> Tensor:
+    """Float64 rotation matrices of quaternions given as numbers (a model's, a spec's)."""
+    return _quat_matrix(torch.as_tensor(np.asarray(quats, dtype=float)))
 
 
 def _rotate(angle: Tensor, skew: Tensor) -> Tensor:
@@ -205,7 +201,7 @@ class FloorDistances(nn.Module):
             self.register_buffer(label, torch.as_tensor(np.asarray(value, float)), persistent=False)
 
         buffer("body_pos", spec["body_pos"])
-        buffer("body_rot", np.stack([_quat_to_mat(q) for q in spec["body_quat"]]))
+        buffer("body_rot", _rotations(spec["body_quat"]))
         buffer("jnt_pos", np.reshape(spec["jnt_pos"], (-1, 3)))
         axis = np.reshape(spec["jnt_axis"], (-1, 3))
         buffer("jnt_axis", axis)
@@ -214,7 +210,7 @@ class FloorDistances(nn.Module):
         buffer("floor_normal", spec["floor_normal"])
         buffer("floor_point", spec["floor_point"])
         buffer("geom_pos", spec["geom_pos"])
-        buffer("geom_rot", np.stack([_quat_to_mat(q) for q in spec["geom_quat"]]))
+        buffer("geom_rot", _rotations(spec["geom_quat"]))
         buffer("geom_size", spec["geom_size"])
 
     @property
