@@ -204,13 +204,13 @@ def main() -> None:
     )
     rates = interleaved_rates(steps, args.batch_size, args.seconds, args.rounds)
     base = statistics.median(rates["state"])
-    print(f"{'variant':45s} {'samples/s':>10s} {'cost vs state':>14s} {'bf16 speed-up':>14s}")
+    print(f"{'variant':52s} {'samples/s':>10s} {'cost vs state':>14s} {'bf16 speed-up':>14s}")
     for name, r in rates.items():
         med = statistics.median(r)
         gain = ""
         if name.endswith("+bf16"):
             gain = f"{med / statistics.median(rates[name.removesuffix('+bf16')]):13.2f}x"
-        print(f"{name:45s} {med:10.0f} {base / med:13.1f}x {gain:>14s}")
+        print(f"{name:52s} {med:10.0f} {base / med:13.1f}x {gain:>14s}")
 
 
 if __name__ == "__main__":
