@@ -73,6 +73,12 @@ def random_states(model, n: int, seed: int) -> np.ndarray:
 
 
 def study_model(env_name: str):
+    """The env's own model and control step (Gymnasium ids have a "-v")."""
+    if "-v" in env_name:
+        import gymnasium as gym
+
+        env = gym.make(env_name).unwrapped
+        return env.model, float(env.dt)
     from mujoco_playground import registry
 
     env = registry.load(env_name, config_overrides={"impl": "jax"})
@@ -88,7 +94,7 @@ def shapes():
 # -- the geometry against MuJoCo ----------------------------------------------------
 
 
-@pytest.mark.parametrize("env_name", ["WalkerRun", "CheetahRun", "FingerSpin"])
+@pytest.mark.parametrize("env_name", ["WalkerRun", "CheetahRun", "FingerSpin", "Walker2d-v5"])
 def test_distances_match_mujoco_on_the_study_envs(env_name: str) -> None:
     model, dt = study_model(env_name)
     spec = contact_spec(env_name)
@@ -155,8 +161,10 @@ def test_bad_geometry_fails_clearly(shapes) -> None:
         floor_contact_spec(mesh, 0.01)
     with pytest.raises(ValueError, match="dt and scale must be > 0, got 0"):
         floor_contact_spec(model, 0)
-    with pytest.raises(ValueError, match="Unknown Playground env 'Nope'"):
+    with pytest.raises(ValueError, match="Unknown env 'Nope': neither a Playground .*WalkerRun"):
         contact_spec("Nope")
+    with pytest.raises(ValueError, match="CartPole-v1 is a Gymnasium env but not a MuJoCo one"):
+        contact_spec("CartPole-v1")
     with pytest.raises(
         ValueError, match=r"need states starting with qpos \(13\) and qvel \(11\), got 20"
     ):

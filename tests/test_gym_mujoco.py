@@ -164,6 +164,17 @@ def test_collect_from_a_vec_env_of_gymnasium_envs(tmp_path) -> None:
                 assert ep[t + 1] == ep[t] and step[t + 1] == step[t] + 1
                 np.testing.assert_array_equal(s[t + 1], s_next[t])
     assert len(np.unique(rows["episode"])) == 3 + ends[:-3].sum()
+    # A masked world model with contact features reads the Gymnasium env's own geometry.
+    from world_models import TrainConfig, Trainer, contact_spec
+
+    cfg = TrainConfig(
+        model="local_mask", contact_features=True, epochs=1, progress=False, horizon=0,
+        head_width=8,
+    )  # fmt: skip
+    trainer = Trainer(path, "state-mask", cfg)
+    assert trainer.model.contact == contact_spec("Hopper-v5")
+    assert "foot_geom@floor" in trainer.model.contact_features.labels
+    assert np.isfinite(trainer.fit().metrics.mse_normalised)
 
 
 def test_dataset_callback_and_subproc_vec_env(tmp_path) -> None:

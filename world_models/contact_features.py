@@ -113,21 +113,50 @@ def floor_contact_spec(model: Any, dt: float, scale: float = DEFAULT_SCALE) -> d
 
 
 def contact_spec(env_name: str, scale: float = DEFAULT_SCALE) -> dict[str, Any]:
-    """:func:`floor_contact_spec` of a Playground DM Control Suite env (needs Playground).
+    """:func:`floor_contact_spec` of an env by name, the name a data set records.
+
+    A Playground DM Control Suite env (``"WalkerRun"``, read with Playground)
+    or a Gymnasium MuJoCo env id (``"HalfCheetah-v5"``, whose data sets the
+    project collects through ``JacobianWrapper``; read with Gymnasium).
 
     Raises:
-        ValueError: An unknown env (the message lists them) or a model
+        ValueError: A name that is neither (the message lists the Playground
+            envs), a Gymnasium env that is not a MuJoCo one, or a model
             without floor contacts (see :func:`floor_contact_spec`).
     """
-    from mujoco_playground import registry
-
-    from jacobian_wrappers.registry import check_env_name
-
-    env = registry.load(check_env_name(env_name), config_overrides={"impl": "jax"})
+    model, dt = _env_model(env_name)
     try:
-        return floor_contact_spec(env.mj_model, float(env.dt), scale)
+        return floor_contact_spec(model, dt, scale)
     except ValueError as err:
         raise ValueError(f"{env_name}: {err}") from err
+
+
+def _env_model(env_name: str) -> tuple[Any, float]:
+    """The ``mujoco.MjModel`` and control time step of a Playground or Gymnasium env."""
+    from jacobian_wrappers.registry import available_envs
+
+    if env_name in available_envs():
+        from mujoco_playground import registry
+
+        env = registry.load(env_name, config_overrides={"impl": "jax"})
+        return env.mj_model, float(env.dt)
+    import gymnasium as gym
+
+    from jacobian_wrappers.gym_mujoco import is_gym_mujoco_env
+
+    try:
+        env = gym.make(env_name)
+    except gym.error.Error as err:
+        raise ValueError(
+            f"Unknown env {env_name!r}: neither a Playground DM Control Suite env "
+            f"({', '.join(available_envs())}) nor a Gymnasium env ({err})"
+        ) from err
+    try:
+        if not is_gym_mujoco_env(env.unwrapped):
+            raise ValueError(f"{env_name} is a Gymnasium env but not a MuJoCo one")
+        return env.unwrapped.model, float(env.unwrapped.dt)
+    finally:
+        env.close()
 
 
 def _skew(v: Tensor) -> Tensor:
