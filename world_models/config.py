@@ -36,7 +36,7 @@ class TrainConfig:
         contact_features: The mask network of ``local_mask``/``codebook_mask``
             also gets each floor-colliding geom's distance to the floor, at
             ``s`` and one step on (``MaskedDynamics(contact=...)``, the
-            env's geometry read from Playground when the model is built).
+            env's geometry read by ``contact_spec`` when the model is built).
             The other models ignore it, as they ignore the other mask options.
         codebook_size: ``K``, masks in the codebook (``codebook_mask``).
         code_dim: Dimension of a code (``codebook_mask``).
@@ -189,8 +189,9 @@ class TrainConfig:
         """Constructor options of :attr:`model` (besides ``d_s, d_a``).
 
         Args:
-            env_name: The Playground env the model is for; needed (and only
-                read) with ``contact_features``, for the env's geometry.
+            env_name: The env the model is for (a Playground env or a
+                Gymnasium MuJoCo id); needed (and only read) with
+                ``contact_features``, for the env's geometry.
 
         Raises:
             ValueError: ``contact_features`` without ``env_name``, or an env
