@@ -48,4 +48,5 @@ class SimulatorModel(nn.Module):
         s = state.detach().cpu().double().numpy()
         a = action.detach().cpu().double().numpy()
         s2 = self.task.step(s, a)
-        return torch.as_tensor(s2, device=state.device)
+        # A copy: the simulator's array is read-only, and callers may write to the result.
+        return torch.tensor(s2, device=state.device)
