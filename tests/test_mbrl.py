@@ -11,6 +11,7 @@ direct count on the buffer's Jacobians, and a resumed run against the saved one.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -274,7 +275,9 @@ def _linear_env(ens, n_envs=4, episode_length=5, **kwargs) -> ModelVecEnv:
 
 
 def test_model_vec_env_steps_the_model_and_ends_episodes_as_the_real_env(linear_ensemble) -> None:
-    env = _linear_env(linear_ensemble)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SB3 warned of a missing render_mode
+        env = _linear_env(linear_ensemble)
     obs = env.reset()
     np.testing.assert_array_equal(obs, np.tile([0.0, 1.0, -1.0], (4, 1)))
     rng = np.random.default_rng(0)

@@ -101,6 +101,7 @@ class ModelVecEnv(VecEnv):
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
         if int(episode_length) < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self.render_mode = None  # read by SB3's VecEnv.__init__ (it warns without one)
         super().__init__(int(n_envs), observation_space, action_space)
         self.model = model
         self.d_s = model.d_s
