@@ -152,7 +152,6 @@ class MaskedDynamics(DynamicsModel):
         self.codebook_size, self.code_dim = int(codebook_size), int(code_dim)
         self.shared_heads = bool(shared_heads)
         self.mode_dim = int(mode_dim)
-        self.contact = contact
         self.contact_features = None if contact is None else FloorDistances(contact)
         if self.contact_features is not None:
             f = self.contact_features
@@ -193,6 +192,11 @@ class MaskedDynamics(DynamicsModel):
 
     def _build_mask(self) -> nn.Module:
         raise NotImplementedError
+
+    @property
+    def contact(self) -> dict | None:
+        """The env's geometry the contact features come from (``None``: no features)."""
+        return None if self.contact_features is None else self.contact_features.spec
 
     @property
     def n_features(self) -> int:
