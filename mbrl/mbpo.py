@@ -17,13 +17,23 @@ and stores every step, with its ground-truth state and Jacobians, in a
    (``rollout_dynamics="simulator"``: with the true step instead, a
    perfect-model control, :class:`~mbrl.SimulatorModel`).
 
+Two guards against model error, both off by default: ``n_elites`` members
+of lowest held-out error after each training are the only ones drawn in
+rollouts (MBPO's elites: 5 of 7), and ``rollout_keep < 1`` keeps, at every
+rollout step, only that share of the transitions on which the elites agree
+most (:meth:`~world_models.DynamicsEnsemble.disagreement`), ending the other
+branches (the masking of M2AC, Pan et al. 2020).
+
 Every SAC gradient step samples ``real_ratio`` of its batch from the real
 buffer and the rest from the model buffer.
 
 Logged through SB3's logger (TensorBoard with ``tensorboard_log``):
 ``model/loss``, ``model/holdout_mse``, ``model/fresh_mse``,
 ``model/reward_mse`` (learned reward), ``model/rollout_length``,
-``model/buffer_size``, ``model/train_seconds``, ``model/rollout_seconds``,
+``model/rollout_kept`` (share of the branch steps kept),
+``model/rollout_disagreement`` (mean over the steps drawn),
+``model/elite_holdout_mse``, ``model/buffer_size``, ``model/train_seconds``,
+``model/rollout_seconds``,
 and the sparsity of the model's Jacobian next to the simulator's on the same
 fresh real steps, per sample at ``sparsity_threshold``, as
 :class:`~callbacks.SparsityCallback` counts it:
@@ -115,12 +125,17 @@ class MBPO(SAC):
             its ``model`` is set to ``world_model`` (whose options it selects:
             a masked model's head width, mode code, contact features).
         n_members: Ensemble size.
+        n_elites: Members drawn in rollouts: the ``n_elites`` of lowest
+            held-out error at the last training (``None``: all).
         model_train_freq: Real steps between model trainings (and rollout rounds).
         model_epochs: Passes over the real buffer per training.
         model_max_steps: Cap on optimiser steps per training (``None``: none).
         holdout_fraction: Share of the buffer held out for ``model/holdout_mse``.
         rollout_length: ``k``, or a function ``num_timesteps -> k`` (MBPO's schedules).
         rollout_batch_size: Real start states per rollout round.
+        rollout_keep: Share of each rollout step's transitions kept (the
+            ones of least ensemble disagreement); the others end their branch.
+            ``1``: all.
         model_retain: Rollout rounds the model buffer keeps.
         real_ratio: Share of real transitions in every SAC batch.
         reward: ``"simulator"`` (the task's reward at the predicted state) or
@@ -148,12 +163,14 @@ class MBPO(SAC):
         loss_mode: str = "state",
         model_config: TrainConfig | None = None,
         n_members: int = 5,
+        n_elites: int | None = None,
         model_train_freq: int = 250,
         model_epochs: float = 1.0,
         model_max_steps: int | None = None,
         holdout_fraction: float = 0.1,
         rollout_length: int | Callable[[int], int] = 1,
         rollout_batch_size: int = 10_000,
+        rollout_keep: float = 1.0,
         model_retain: int = 4,
         real_ratio: float = 0.05,
         reward: str = "simulator",
@@ -184,6 +201,22 @@ class MBPO(SAC):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0.0 <= float(real_ratio) <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {real_ratio}")
+        n_elites = int(n_members) if n_elites is None else int(n_elites)
+        if not 1 <= n_elites <= int(n_members):
+            raise ValueError(f"n_elites must be in [1, n_members={n_members}], got {n_elites}")
+        if n_elites < int(n_members) and not float(holdout_fraction) > 0:
+            raise ValueError(
+                f"n_elites={n_elites} < n_members picks members by held-out error: "
+                f"holdout_fraction must be > 0, got {holdout_fraction}"
+            )
+        if not 0.0 < float(rollout_keep) <= 1.0:
+            raise ValueError(f"rollout_keep must be in (0, 1], got {rollout_keep}")
+        if float(rollout_keep) < 1.0 and (n_elites < 2 or rollout_dynamics != "model"):
+            raise ValueError(
+                f"rollout_keep={rollout_keep} ranks model transitions by the disagreement "
+                f"of at least two elites (got n_elites={n_elites}) in model rollouts (got "
+                f"rollout_dynamics={rollout_dynamics!r})"
+            )
         if env is not None:
             _check_env(env, loss_mode)
         self.world_model, self.loss_mode = world_model, loss_mode
@@ -192,6 +225,8 @@ class MBPO(SAC):
             model_config or MBPO_MODEL_CONFIG, model=world_model
         )
         self.n_members, self.model_train_freq = int(n_members), int(model_train_freq)
+        self.n_elites, self.rollout_keep = n_elites, float(rollout_keep)
+        self.elites = list(range(self.n_members))  # saved with the run; set per training
         self.model_epochs, self.model_max_steps = float(model_epochs), model_max_steps
         self.holdout_fraction = float(holdout_fraction)
         self.rollout_length = rollout_length
@@ -242,6 +277,10 @@ class MBPO(SAC):
             self.env, dynamics, self.rollout_batch_size, reward=self.reward,
             device=self.device, seed=seed,
         )  # fmt: skip
+        if set(self.elites) - set(range(self.n_members)):  # a run saved before elites existed
+            self.elites = list(range(self.n_members))
+        if self.rollout_dynamics == "model":
+            self.model_env.members = self.elites
         obs_dim = int(np.prod(self.observation_space.shape))
         act_dim = int(np.prod(self.action_space.shape))
         k_max = (
@@ -310,6 +349,12 @@ class MBPO(SAC):
         result = self.ensemble_trainer.fit(rows, self.model_epochs, self.model_max_steps)
         self._normaliser_state = self.ensemble.normaliser.state_dict()
         self._last_model_train = self.num_timesteps
+        errors = self.ensemble_trainer.holdout_member_mse
+        if errors is not None:
+            self.elites = sorted(np.argsort(errors, kind="stable")[: self.n_elites].tolist())
+            logs["elite_holdout_mse"] = float(np.mean(errors[self.elites]))
+            if self.rollout_dynamics == "model":
+                self.model_env.members = self.elites
         logs.update(
             loss=result["loss"], train_seconds=result["seconds"], train_steps=result["steps"]
         )
@@ -327,7 +372,7 @@ class MBPO(SAC):
         rows = np.flatnonzero(fresh["has_jacobian"])[-self.sparsity_rows :]
         if not len(rows):
             return {}
-        member = self.ensemble.members[0]
+        member = self.ensemble.members[self.elites[0]]
         s = torch.as_tensor(fresh["state"][rows], dtype=torch.float32, device=self.device)
         a = torch.as_tensor(fresh["action"][rows], dtype=torch.float32, device=self.device)
         j_model = member.jacobian_raw(s, a).detach().cpu().numpy()
@@ -355,11 +400,14 @@ class MBPO(SAC):
         # substep, and a model transition must start as the real ones do.
         obs = branch["observation"]
         alive = np.ones(env.num_envs, dtype=bool)
-        added = 0
+        added, drawn, disagreement = 0, 0, []
         for _ in range(k):
             actions, _ = self.predict(obs, deterministic=False)
             out = env.step_arrays(actions)
             buffer_actions = self.policy.scale_action(out["action"])
+            drawn += int(alive.sum())
+            if self.rollout_keep < 1.0:
+                alive &= self._certain(out["state"], out["action"], alive, disagreement)
             keep = alive.copy()
             self.model_buffer.add(
                 obs[keep],
@@ -376,12 +424,28 @@ class MBPO(SAC):
         logs = {
             "rollout_length": float(k),
             "rollout_transitions": float(added),
+            "rollout_kept": added / max(drawn, 1),
             "buffer_size": float(self.model_buffer.size()),
             "rollout_seconds": time.perf_counter() - start,
         }
+        if disagreement:
+            logs["rollout_disagreement"] = float(np.mean(np.concatenate(disagreement)))
         for key, value in logs.items():
             self.logger.record(f"model/{key}", value)
         return logs
+
+    def _certain(
+        self, states: np.ndarray, actions: np.ndarray, alive: np.ndarray, log: list[np.ndarray]
+    ) -> np.ndarray:
+        """Of the ``alive`` rows, the ``rollout_keep`` share the elites agree on most."""
+        rows = np.flatnonzero(alive)
+        t = lambda x: torch.as_tensor(x[rows], dtype=torch.float32, device=self.device)  # noqa: E731
+        u = self.ensemble.disagreement(t(states), t(actions), self.elites).cpu().numpy()
+        log.append(u)
+        n_keep = max(1, round(self.rollout_keep * len(rows)))
+        certain = np.zeros_like(alive)
+        certain[rows[np.argsort(u, kind="stable")[:n_keep]]] = True
+        return certain
 
     # ------------------------------------------------------------ checkpoints
     def request_checkpoint(self, directory: str | Path) -> None:

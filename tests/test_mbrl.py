@@ -256,6 +256,32 @@ def test_ensemble_bad_input() -> None:
         ens.predict_reward(torch.zeros(1, D_S), torch.zeros(1, D_A), torch.zeros(1, D_S))
 
 
+def test_ensemble_disagreement_and_per_member_holdout_errors() -> None:
+    ens = DynamicsEnsemble.build("mlp", D_S, D_A, 3, seed=0, **CONFIG.model_kwargs())
+    trainer = EnsembleTrainer(ens, "state", CONFIG, holdout_fraction=0.2)
+    out = trainer.fit(_linear_rows(500), epochs=2)
+    errors = trainer.holdout_member_mse
+    assert errors.shape == (3,)
+    assert out["holdout_mse"] == pytest.approx(errors.mean())
+    assert out["holdout_mse_min"] == pytest.approx(errors.min())
+    s, a = torch.randn(40, D_S), torch.rand(40, D_A) * 2 - 1
+    with torch.no_grad():  # each member alone, in the normalised units of the next state
+        preds = np.stack([m.predict_raw(s, a).numpy() for m in ens.members])
+    scale = ens.normaliser.std["next_state"] + ens.normaliser.eps
+    for idx in ([0, 1, 2], [0, 2]):
+        want = (preds[idx] / scale).std(0).max(-1)
+        got = ens.disagreement(s, a, idx).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    assert (ens.disagreement(s, a) > 0).all()
+    twins = DynamicsEnsemble([ens.members[1], ens.members[1]])  # one model twice: no spread
+    twins.set_normaliser(ens.normaliser)
+    np.testing.assert_array_equal(twins.disagreement(s, a).numpy(), 0.0)
+    with pytest.raises(ValueError, match=r"at least two member indices in \[0, 3\), got \[1\]"):
+        ens.disagreement(s, a, [1])
+    with pytest.raises(ValueError, match=r"got \[0, 3\]"):
+        ens.disagreement(s, a, [0, 3])
+
+
 # ----------------------------------------------------------------- ModelVecEnv
 @pytest.fixture(scope="module")
 def linear_ensemble():
@@ -302,6 +328,24 @@ def test_model_vec_env_steps_the_model_and_ends_episodes_as_the_real_env(linear_
     np.testing.assert_allclose(np.stack([i["terminal_observation"] for i in infos]), s2, rtol=1e-6)
     np.testing.assert_array_equal(obs, np.tile([0.0, 1.0, -1.0], (4, 1)))  # auto-reset
     assert len(set(member.tolist()) | {0, 1}) == 2  # both members are drawn
+
+
+def test_model_vec_env_draws_only_the_members_it_is_given(linear_ensemble) -> None:
+    env = _linear_env(linear_ensemble, n_envs=16, episode_length=100)
+    env.reset()
+    np.testing.assert_array_equal(env.members, [0, 1])
+    env.members = [1]
+    s = env.states
+    out = env.step_arrays(np.zeros((16, D_A)))
+    np.testing.assert_array_equal(out["member"], 1)
+    with torch.no_grad():
+        want = linear_ensemble.members[1].predict_raw(
+            torch.as_tensor(s, dtype=torch.float32), torch.zeros(16, D_A)
+        )
+    np.testing.assert_allclose(out["next_state"], want.numpy(), rtol=1e-5, atol=1e-6)
+    for bad in ([], [0, 0], [2], [-1]):
+        with pytest.raises(ValueError, match=r"distinct indices in \[0, 2\)"):
+            env.members = bad
 
 
 def test_model_vec_env_reports_a_non_finite_prediction(linear_ensemble) -> None:
@@ -483,10 +527,15 @@ def test_mbpo_logs_the_true_sparsity_of_the_fresh_steps(cartpole_env) -> None:
 @pytest.mark.slow  # a short MBPO run (about a minute on 2 cores)
 def test_mbpo_checkpoint_resumes_with_both_buffers_and_the_ensemble(cartpole_env, tmp_path) -> None:
     config = dataclasses.replace(_mbpo_config(), contact_features=True)
-    m = _mbpo(cartpole_env, world_model="local_mask", loss_mode="state-mask", model_config=config)
+    m = _mbpo(
+        cartpole_env, world_model="local_mask", loss_mode="state-mask", model_config=config,
+        n_elites=1,
+    )  # fmt: skip
     m.learn(90, callback=MBPOCheckpointCallback(45, tmp_path / "ck"))  # saved after step 90
     back = MBPO.load_checkpoint(tmp_path / "ck", cartpole_env)
     assert back.num_timesteps == 90 and back.world_model == "local_mask"
+    assert back.elites == m.elites and len(m.elites) == 1  # the rollouts' member too
+    np.testing.assert_array_equal(back.model_env.members, m.elites)
     # The members' masks see the env's floor distances (the cart's and the pole's), loaded too.
     assert back.ensemble.members[0].contact == contact_spec("CartpoleBalance")
     assert back.ensemble.members[1].contact_features.labels[:2] == ("cart@floor", "pole_1@floor")
@@ -526,6 +575,61 @@ def test_mbpo_members_take_the_options_of_their_own_model(cartpole_env) -> None:
     assert (member.width, member.depth, member.mode_dim) == (16, 2, 2)
     assert member.contact == contact_spec("CartpoleBalance")
     assert _mbpo(cartpole_env, model_config=config).ensemble.members[0].width == 32  # the MLP
+
+
+def test_mbpo_rolls_out_with_its_elites_and_keeps_the_transitions_they_agree_on(
+    cartpole_env,
+) -> None:
+    m = _mbpo(cartpole_env, n_members=3, n_elites=2, rollout_keep=0.5, rollout_batch_size=8)
+    m.set_logger(configure(None, []))
+    _fill(cartpole_env, m.replay_buffer, 60, seed=3)
+    logs = m.train_world_model()
+    errors = m.ensemble_trainer.holdout_member_mse
+    # The two members of lowest held-out error, the only ones a rollout draws.
+    assert m.elites == sorted(np.argsort(errors)[:2].tolist()) and len(set(errors)) == 3
+    np.testing.assert_array_equal(m.model_env.members, m.elites)
+    assert logs["elite_holdout_mse"] == pytest.approx(np.mean(errors[m.elites]))
+    assert logs["elite_holdout_mse"] < logs["holdout_mse"]
+    # Of the live rows, the half of least disagreement between the elites.
+    rows = m.replay_buffer.rows()
+    s, a = rows["state"][:20], rows["action"][:20]
+    alive = np.ones(20, bool)
+    alive[[3, 7]] = False
+    kept = m._certain(s, a, alive, log := [])
+    with torch.no_grad():
+        preds = np.stack([
+            m.ensemble.members[k].predict_raw(torch.as_tensor(s, dtype=torch.float32),
+                                              torch.as_tensor(a, dtype=torch.float32)).numpy()
+            for k in m.elites
+        ])  # fmt: skip
+    u = (preds / (m.ensemble.normaliser.std["next_state"] + 1e-8)).std(0).max(-1)
+    live = np.flatnonzero(alive)
+    assert kept.sum() == 9 and not kept[[3, 7]].any()
+    assert u[kept].max() <= u[live][~kept[live]].min()
+    np.testing.assert_allclose(log[0], u[live], rtol=1e-4)
+    with pytest.raises(ValueError, match=r"n_elites must be in \[1, n_members=3\], got 4"):
+        _mbpo(cartpole_env, n_members=3, n_elites=4)
+    with pytest.raises(ValueError, match="holdout_fraction must be > 0"):
+        _mbpo(cartpole_env, n_members=3, n_elites=2, holdout_fraction=0.0)
+    with pytest.raises(ValueError, match=r"rollout_keep must be in \(0, 1\], got 0"):
+        _mbpo(cartpole_env, rollout_keep=0)
+    with pytest.raises(ValueError, match="at least two elites.*n_elites=1"):
+        _mbpo(cartpole_env, n_elites=1, rollout_keep=0.5)
+    with pytest.raises(ValueError, match="rollout_dynamics='simulator'"):
+        _mbpo(cartpole_env, rollout_keep=0.5, rollout_dynamics="simulator")
+
+
+@pytest.mark.slow  # compiles the task functions
+def test_mbpo_rollout_keep_ends_the_uncertain_branches(cartpole_env) -> None:
+    m = _mbpo(cartpole_env, n_members=3, rollout_keep=0.5, rollout_batch_size=8, rollout_length=3)
+    m.set_logger(configure(None, []))
+    _fill(cartpole_env, m.replay_buffer, 60, seed=3)
+    m.train_world_model()
+    logs = m.rollout_model()
+    # 8 branches: 4 kept at the first step, 2 of those at the second, 1 at the third.
+    assert m.model_buffer.size() == logs["rollout_transitions"] == 4 + 2 + 1
+    assert logs["rollout_kept"] == pytest.approx(7 / (8 + 4 + 2))
+    assert logs["rollout_disagreement"] > 0
 
 
 def test_mbpo_bad_input(cartpole_env) -> None:

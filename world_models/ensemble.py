@@ -179,6 +179,36 @@ class DynamicsEnsemble(nn.Module):
         return out
 
     @torch.no_grad()
+    def disagreement(
+        self, state: Tensor, action: Tensor, members: Sequence[int] | None = None
+    ) -> Tensor:
+        """How much ``members`` disagree on the next state of raw ``(s, a)``, per row.
+
+        The largest over state dimensions of the members' standard deviation,
+        in normalised next-state units (the units of the next-state error), as
+        MOPO's uncertainty ``max_i std_k``.
+
+        Args:
+            state: ``(n, d_s)`` raw states.
+            action: ``(n, d_a)`` raw actions.
+            members: Member indices (default: all); at least two.
+
+        Raises:
+            ValueError: Fewer than two members, an index out of range, or no normaliser.
+        """
+        idx = list(range(self.n_members)) if members is None else [int(k) for k in members]
+        if len(idx) < 2 or not all(0 <= k < self.n_members for k in idx):
+            raise ValueError(
+                f"disagreement needs at least two member indices in [0, {self.n_members}), "
+                f"got {idx}"
+            )
+        if self.normaliser is None:
+            raise ValueError("the ensemble has not been fitted yet (no normaliser)")
+        rows = torch.ones(len(state), dtype=torch.long, device=state.device)
+        preds = torch.stack([self.predict_raw(state, action, rows * k) for k in idx])
+        return (preds / self.members[0].out_scale).std(0, correction=0).amax(-1)
+
+    @torch.no_grad()
     def predict_reward(self, state: Tensor, action: Tensor, next_state: Tensor) -> Tensor:
         """The learned reward of raw ``(s, a, s')``.
 
@@ -246,6 +276,8 @@ class EnsembleTrainer:
         self.optimizer = torch.optim.Adam(groups, lr=config.lr)
         self.calls = 0
         self.steps = 0
+        #: Per member, the normalised next-state MSE on the last fit's held-out rows.
+        self.holdout_member_mse: np.ndarray | None = None
 
     @property
     def jacobians(self) -> bool:
@@ -323,9 +355,11 @@ class EnsembleTrainer:
             "steps": float(steps),
             "seconds": time.perf_counter() - start,
         }
-        out.update(
-            self.evaluate({k: np.asarray(v)[hold] for k, v in rows.items()}) if n_hold else {}
-        )
+        self.holdout_member_mse = None
+        if n_hold:
+            held = {k: np.asarray(v)[hold] for k, v in rows.items()}
+            out.update(self.evaluate(held))
+            self.holdout_member_mse = self.member_mse(held)
         return out
 
     @staticmethod
@@ -356,12 +390,11 @@ class EnsembleTrainer:
         return total / self.ensemble.n_members
 
     @torch.no_grad()
-    def evaluate(self, rows: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Normalised next-state MSE of every member on ``rows`` (and the reward's).
+    def member_mse(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Normalised next-state MSE of each member on ``rows``: ``(n_members,)``.
 
-        Returns:
-            ``holdout_mse`` (mean over members), ``holdout_mse_min`` and,
-            with a learned reward, ``reward_mse``.
+        Raises:
+            ValueError: The ensemble has not been fitted yet.
         """
         if self.ensemble.normaliser is None:
             raise ValueError("the ensemble has not been fitted yet")
@@ -371,6 +404,17 @@ class EnsembleTrainer:
             m.eval()
             pred = m.predict(batch.state, batch.action)
             errors.append(float(torch.mean((pred - batch.next_state) ** 2)))
+        return np.array(errors)
+
+    @torch.no_grad()
+    def evaluate(self, rows: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Normalised next-state MSE of every member on ``rows`` (and the reward's).
+
+        Returns:
+            ``holdout_mse`` (mean over members), ``holdout_mse_min`` and,
+            with a learned reward, ``reward_mse``.
+        """
+        errors = self.member_mse(rows)
         out = {"holdout_mse": float(np.mean(errors)), "holdout_mse_min": float(np.min(errors))}
         if self.ensemble.reward is not None and "reward" in rows:
             r = self.ensemble.predict_reward(

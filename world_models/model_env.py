@@ -2,7 +2,8 @@
 
 Every ``step`` predicts the next states of all envs in one batched torch
 call (CPU or GPU) from the model, one ensemble member drawn per env and
-step (MBPO's way of using the ensemble's spread). Observation and reward
+step (MBPO's way of using the ensemble's spread; :attr:`ModelVecEnv.members`
+limits the draw to MBPO's elites). Observation and reward
 come from functions of the predicted state: the simulator's own
 (:class:`jacobian_wrappers.TaskFunctions`, :meth:`ModelVecEnv.from_env`) or a
 learned reward (``reward="learned"``, the ensemble's :class:`RewardModel`).
@@ -106,6 +107,7 @@ class ModelVecEnv(VecEnv):
         self.model = model
         self.d_s = model.d_s
         self.n_members = model.n_members if isinstance(model, DynamicsEnsemble) else 1
+        self._members = np.arange(self.n_members)
         if model.d_a != int(np.prod(action_space.shape)):
             raise ValueError(
                 f"the model takes actions of size {model.d_a}; the action space has "
@@ -276,6 +278,29 @@ class ModelVecEnv(VecEnv):
         self._elapsed[idx] = 0
         return self._observe(self._states)
 
+    @property
+    def members(self) -> np.ndarray:
+        """Indices of the ensemble members a step draws from (default: all)."""
+        return self._members.copy()
+
+    @members.setter
+    def members(self, indices: Sequence[int]) -> None:
+        """Draw only from ``indices`` (MBPO's elites).
+
+        Raises:
+            ValueError: No index, a repeated one, or one outside ``[0, n_members)``.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if (
+            not len(idx)
+            or len(set(idx.tolist())) != len(idx)
+            or not ((idx >= 0) & (idx < self.n_members)).all()
+        ):
+            raise ValueError(
+                f"members must be distinct indices in [0, {self.n_members}), got {idx.tolist()}"
+            )
+        self._members = np.sort(idx)
+
     def step_async(self, actions: np.ndarray) -> None:
         """Store the actions for ``step_wait``."""
         self._actions = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1)
@@ -305,7 +330,7 @@ class ModelVecEnv(VecEnv):
             raise RuntimeError("call reset() before step()")
         low, high = self.action_space.low, self.action_space.high
         a = np.clip(np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1), low, high)
-        member = self.rng.integers(0, self.n_members, size=self.num_envs)
+        member = self._members[self.rng.integers(0, len(self._members), size=self.num_envs)]
         s = self._states
         s2 = self._predict(s, a, member)
         nonfinite = ~np.isfinite(s2).all(axis=1)
