@@ -23,8 +23,8 @@ its TensorBoard log; a finished run is read back, not rerun. The summary:
 ``returns.png`` (mean ± std over seeds against real steps), ``results.md``
 (final return per variant; real steps each MBPO variant needs to reach SAC's
 final mean return; per seed, the world model's error on the fresh real steps,
-held-out error, Jacobian sparsity next to the true one and training seconds at
-its last training, read back from the TensorBoard logs).
+held-out error, Jacobian sparsity next to the true one, the Jacobian's error
+and training seconds at its last training, read back from the TensorBoard logs).
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ def _read(path: Path) -> dict[str, np.ndarray]:
 
 MODEL_SCALARS = (
     "model/fresh_mse", "model/holdout_mse", "model/jacobian_sparsity_combined",
-    "model/true_sparsity_combined", "model/train_seconds",
+    "model/true_sparsity_combined", "model/jacobian_mse_state", "model/jacobian_mse_action",
+    "model/train_seconds",
 )  # fmt: skip
 
 
@@ -181,6 +182,7 @@ def _model_table(out: Path, variants: list[str], seeds: list[int]) -> list[str]:
         rows.append(
             f"| {v} | {col('.4f', 'model/fresh_mse')} | {col('.4f', 'model/holdout_mse')} "
             f"| {col('.3f', 'model/jacobian_sparsity_combined', 'model/true_sparsity_combined')} "
+            f"| {col('.3g', 'model/jacobian_mse_state', 'model/jacobian_mse_action')} "
             f"| {col('.1f', 'model/train_seconds')} |"
         )
     if not rows:
@@ -191,8 +193,9 @@ def _model_table(out: Path, variants: list[str], seeds: list[int]) -> list[str]:
         "sparsity of [J_s | J_a] on the fresh real steps):",
         "",
         "| variant | error on fresh real steps | held-out error "
-        "| Jacobian sparsity, model / true | seconds per model training |",
-        "|---|---|---|---|---|",
+        "| Jacobian sparsity, model / true | Jacobian error, J_s / J_a (normalised MSE) "
+        "| seconds per model training |",
+        "|---|---|---|---|---|---|",
         *rows,
     ]
 

@@ -38,7 +38,10 @@ and the sparsity of the model's Jacobian next to the simulator's on the same
 fresh real steps, per sample at ``sparsity_threshold``, as
 :class:`~callbacks.SparsityCallback` counts it:
 ``model/jacobian_sparsity_{state,action,combined}`` and
-``model/true_sparsity_{state,action,combined}``.
+``model/true_sparsity_{state,action,combined}``, and the model Jacobian's
+error there (MSE of the normalised ``J_s``, ``J_a`` over the valid columns,
+as :func:`~world_models.evaluate` scores a test set):
+``model/jacobian_mse_{state,action}``.
 
 Checkpoints: :meth:`MBPO.save_checkpoint` writes the SB3 zip (policy,
 optimisers, ensemble and its optimiser), the real buffer and the model
@@ -71,7 +74,7 @@ from world_models.config import TrainConfig
 from world_models.ensemble import DynamicsEnsemble, EnsembleTrainer
 from world_models.losses import LOSS_MODES, needs_ground_truth_jacobian
 from world_models.model_env import ModelVecEnv
-from world_models.normaliser import Normaliser
+from world_models.normaliser import Normaliser, scale_jacobian
 from world_models.registry import model_class
 
 __all__ = ["MBPO", "MBPO_MODEL_CONFIG", "MBPOCheckpointCallback"]
@@ -366,7 +369,7 @@ class MBPO(SAC):
         return logs
 
     def _sparsity(self, fresh: dict[str, np.ndarray]) -> dict[str, float]:
-        """Per-sample sparsity of the model's Jacobian and the true one on the same fresh rows."""
+        """The model's Jacobian against the true one on fresh rows: sparsities and error."""
         if "has_jacobian" not in fresh:
             return {}
         rows = np.flatnonzero(fresh["has_jacobian"])[-self.sparsity_rows :]
@@ -384,6 +387,17 @@ class MBPO(SAC):
             stats = sample_sparsity(zero_mask(jac, self.sparsity_threshold), d_s, valid)
             for part, values in stats.items():
                 out[f"{name}_{part}"] = float(np.nanmean(values))
+        # How far the model's response to s and a is from the simulator's, in the
+        # normalised units the Jacobian losses use (SAC's policy gradient follows the
+        # critic's action response, which model transitions shape through J_a).
+        in_scale, out_scale = (
+            x.detach().cpu().numpy() for x in (member.in_scale, member.out_scale)
+        )
+        err = scale_jacobian(j_model - j_true, in_scale, out_scale, "normalised") ** 2
+        valid = np.ones(err.shape, bool) if valid is None else valid
+        for part, cols in (("state", slice(None, d_s)), ("action", slice(d_s, None))):
+            if valid[..., cols].any():
+                out[f"jacobian_mse_{part}"] = float(err[..., cols][valid[..., cols]].mean())
         return out
 
     def rollout_model(self) -> dict[str, float]:

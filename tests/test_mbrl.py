@@ -515,13 +515,34 @@ def test_mbpo_logs_the_true_sparsity_of_the_fresh_steps(cartpole_env) -> None:
     last = m._last_model_train
     fresh = m.replay_buffer.rows(since=m._fresh_since())
     assert len(fresh["state"]) == m.num_timesteps - last > 0
-    logs = m.train_world_model()
     jac = np.concatenate([fresh["jacobian_state"], fresh["jacobian_action"]], 2)
     valid = ~fresh["jacobian_nonsmooth"][:, None, :].repeat(4, 1)
+    # The model Jacobian's error (scored before the training), by autograd of the
+    # member's raw prediction, scaled by hand.
+    member = m.ensemble.members[m.elites[0]]
+    s = torch.as_tensor(fresh["state"], dtype=torch.float32)
+    a = torch.as_tensor(fresh["action"], dtype=torch.float32)
+    model_jac = torch.stack([
+        torch.cat(torch.autograd.functional.jacobian(member.predict_raw, (si[None], ai[None])),
+                  -1)[0, :, 0]
+        for si, ai in zip(s, a, strict=True)
+    ]).numpy()  # fmt: skip
+    norm = m.ensemble.normaliser
+    in_scale = np.concatenate([norm.std["state"], norm.std["action"]]) + norm.eps
+    out_scale = norm.std["next_state"] + norm.eps
+    err = ((model_jac - jac) * in_scale[None, None, :] / out_scale[None, :, None]) ** 2
+    logs = m.train_world_model()
+    assert logs["jacobian_mse_state"] == pytest.approx(
+        err[..., :4][valid[..., :4]].mean(), rel=1e-3
+    )
+    assert logs["jacobian_mse_action"] == pytest.approx(
+        err[..., 4:][valid[..., 4:]].mean(), rel=1e-3
+    )
     want = np.mean([np.mean(np.abs(j)[v] < 1e-15) for j, v in zip(jac, valid, strict=True)])
     assert logs["true_sparsity_combined"] == pytest.approx(want)
     assert 0.05 < want < 0.3  # CartpoleBalance: about 15 % of [J_s | J_a] is exactly zero
     assert logs["jacobian_sparsity_combined"] == pytest.approx(0.0)  # an MLP has no exact zero
+    assert logs["jacobian_mse_state"] > 0 and logs["jacobian_mse_action"] > 0
 
 
 @pytest.mark.slow  # a short MBPO run (about a minute on 2 cores)
@@ -700,5 +721,8 @@ def test_mbrl_experiment_script_writes_curves_table_and_figure(tmp_path) -> None
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == f"{last['model/fresh_mse']:.4f}"
     assert cells[3] == f"0.000 / {last['model/true_sparsity_combined']:.3f}"  # an MLP: no zero
+    assert cells[4] == (
+        f"{last['model/jacobian_mse_state']:.3g} / {last['model/jacobian_mse_action']:.3g}"
+    )
     assert 0.05 < last["model/true_sparsity_combined"] < 0.3
     assert (out / "returns.png").stat().st_size > 0
