@@ -357,9 +357,10 @@ class EnsembleTrainer:
         }
         self.holdout_member_mse = None
         if n_hold:
-            held = {k: np.asarray(v)[hold] for k, v in rows.items()}
-            out.update(self.evaluate(held))
-            self.holdout_member_mse = self.member_mse(held)
+            scores, self.holdout_member_mse = self._scores(
+                {k: np.asarray(v)[hold] for k, v in rows.items()}
+            )
+            out.update(scores)
         return out
 
     @staticmethod
@@ -414,6 +415,11 @@ class EnsembleTrainer:
             ``holdout_mse`` (mean over members), ``holdout_mse_min`` and,
             with a learned reward, ``reward_mse``.
         """
+        return self._scores(rows)[0]
+
+    @torch.no_grad()
+    def _scores(self, rows: Mapping[str, np.ndarray]) -> tuple[dict[str, float], np.ndarray]:
+        """:meth:`evaluate`'s scores and the per-member errors they summarise."""
         errors = self.member_mse(rows)
         out = {"holdout_mse": float(np.mean(errors)), "holdout_mse_min": float(np.min(errors))}
         if self.ensemble.reward is not None and "reward" in rows:
@@ -424,4 +430,4 @@ class EnsembleTrainer:
             )
             target = torch.as_tensor(rows["reward"], dtype=torch.float32)
             out["reward_mse"] = float(torch.mean(((r - target) / self.ensemble.reward.scale) ** 2))
-        return out
+        return out, errors
