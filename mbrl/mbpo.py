@@ -342,7 +342,7 @@ class MBPO(SAC):
         logs: dict[str, float] = {}
         if self.ensemble.normaliser is not None and len(fresh["state"]):
             logs["fresh_mse"] = self.ensemble_trainer.evaluate(fresh)["holdout_mse"]
-            logs.update(self._sparsity(fresh))
+            logs.update(self._jacobian_scores(fresh))
         keys = ["state", "action", "next_state"]
         if self.reward == "learned":
             keys.append("reward")
@@ -368,7 +368,7 @@ class MBPO(SAC):
             self.logger.record(f"model/{key}", value)
         return logs
 
-    def _sparsity(self, fresh: dict[str, np.ndarray]) -> dict[str, float]:
+    def _jacobian_scores(self, fresh: dict[str, np.ndarray]) -> dict[str, float]:
         """The model's Jacobian against the true one on fresh rows: sparsities and error."""
         if "has_jacobian" not in fresh:
             return {}
