@@ -9,8 +9,8 @@ the env steps and the policy's actions, the ensemble's training, the model
 rollouts, and SAC's updates. Printed per 1,000 real steps, and the loop's
 own overhead (model training + rollouts) as a share of the whole. Plain SAC
 with the same number of updates per step is run alongside as the reference.
-``--elites`` and ``--rollout-keep`` time MBPO's guards against model error
-(every variant gets them). Run it on an otherwise idle machine.
+``--elites``, ``--rollout-keep`` and ``--rollout-anchor`` time MBPO's guards
+against model error (every variant gets them). Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
         model = MBPO(
             "MlpPolicy", env, world_model=world_model, loss_mode=loss,
             n_members=args.members, n_elites=args.elites, rollout_keep=args.rollout_keep,
-            rollout_batch_size=args.rollout_batch_size,
+            rollout_anchor=args.rollout_anchor, rollout_batch_size=args.rollout_batch_size,
             model_epochs=args.model_epochs, **common,
         )  # fmt: skip
     model.learn(args.learning_starts + 250)  # compile, first model training, first rollouts
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--elites", type=int, default=None, help="MBPO(n_elites=...)")
     parser.add_argument("--rollout-keep", type=float, default=1.0, help="MBPO(rollout_keep=...)")
+    parser.add_argument("--rollout-anchor", action="store_true", help="MBPO(rollout_anchor=True)")
     parser.add_argument("--rollout-batch-size", type=int, default=5000)
     parser.add_argument("--model-epochs", type=float, default=5.0)
     parser.add_argument("--gradient-steps", type=int, default=5)
@@ -95,6 +96,7 @@ def main() -> None:
     print(f"{args.env}: seconds per 1,000 real steps ({args.steps} timed, "
           f"{args.gradient_steps} SAC updates per step, {args.members} members, "
           f"{args.elites or args.members} elites, rollout_keep {args.rollout_keep}, "
+          f"rollout_anchor {args.rollout_anchor}, "
           f"{args.rollout_batch_size} rollouts per {250} steps)")  # fmt: skip
     print("| variant | " + " | ".join(parts) + " | overhead share | total / SAC |")
     print("|---" * (len(parts) + 3) + "|")

@@ -12,9 +12,10 @@ rollouts use the simulator's own step (a perfect model:
 ``MBPO(rollout_dynamics="simulator")``). ``--mode-dim`` and
 ``--contact-features`` give ``mbpo-local_mask``'s members a mode code and
 the env's floor distances in their mask network
-(``TrainConfig(mode_dim=..., contact_features=True)``); ``--elites`` and
-``--rollout-keep`` guard every MBPO variant against model error
-(``MBPO(n_elites=..., rollout_keep=...)``). Every variant acts in the same env
+(``TrainConfig(mode_dim=..., contact_features=True)``); ``--elites``,
+``--rollout-keep`` and ``--rollout-anchor`` guard every MBPO variant against
+model error (``MBPO(n_elites=..., rollout_keep=..., rollout_anchor=True)``).
+Every variant acts in the same env
 (``PlaygroundVecEnv(jacobians=True, precision="float64")``) and is
 evaluated every ``--eval-every`` real steps by its deterministic policy on
 ``--eval-episodes`` full episodes of a separate env. Each (variant, seed)
@@ -102,7 +103,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
         model = MBPO(
             "MlpPolicy", env, world_model=world_model, loss_mode=loss,
             n_members=args.members, n_elites=args.elites, rollout_keep=args.rollout_keep,
-            model_train_freq=args.model_train_freq,
+            rollout_anchor=args.rollout_anchor, model_train_freq=args.model_train_freq,
             model_epochs=args.model_epochs, rollout_length=args.rollout_length,
             rollout_batch_size=args.rollout_batch_size, gradient_steps=args.gradient_steps,
             real_ratio=args.real_ratio,
@@ -282,6 +283,10 @@ def main() -> None:
     parser.add_argument(
         "--rollout-keep", type=float, default=1.0,
         help="share of each rollout step's transitions kept, least ensemble disagreement first",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rollout-anchor", action="store_true",
+        help="first rollout step: the real transition moved by the model's action response",
     )  # fmt: skip
     parser.add_argument("--model-train-freq", type=int, default=250)
     parser.add_argument("--model-epochs", type=float, default=5.0)

@@ -348,6 +348,37 @@ def test_model_vec_env_draws_only_the_members_it_is_given(linear_ensemble) -> No
             env.members = bad
 
 
+def test_model_vec_env_anchors_a_step_to_a_known_transition(linear_ensemble) -> None:
+    env = _linear_env(linear_ensemble, n_envs=8, episode_length=100)
+    env.reset()
+    rng = np.random.default_rng(4)
+    s = rng.normal(size=(8, D_S))
+    env.set_states(s)
+    a, a0 = rng.uniform(-1, 1, (8, D_A)), rng.uniform(-1, 1, (8, D_A))
+    s2_0 = rng.normal(size=(8, D_S))  # any known next states: the anchor's
+    out = env.step_arrays(a, anchor=(a0, s2_0))
+    t = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+    with torch.no_grad():
+        f = [linear_ensemble.members[int(m)] for m in out["member"]]
+        want = np.stack([
+            s2_0[i] + (f[i].predict_raw(t(s[i : i + 1]), t(a[i : i + 1]))
+                       - f[i].predict_raw(t(s[i : i + 1]), t(a0[i : i + 1])))[0].numpy()
+            for i in range(8)
+        ])  # fmt: skip
+    np.testing.assert_allclose(out["next_state"], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["reward"], want[:, 0], rtol=1e-5, atol=1e-5)
+    # At the anchor's own action the step is the anchor's, whatever the model's error.
+    env.set_states(s)
+    out = env.step_arrays(a0, anchor=(a0, s2_0))
+    np.testing.assert_allclose(out["next_state"], s2_0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"anchor actions must be finite, of shape \(8, 2\)"):
+        env.step_arrays(a, anchor=(a0[:3], s2_0))
+    with pytest.raises(ValueError, match=r"anchor next_states must have shape \(8, 3\)"):
+        env.step_arrays(a, anchor=(a0, s2_0[:, :2]))
+    with pytest.raises(ValueError, match="anchor must be a pair"):
+        env.step_arrays(a, anchor=a0)
+
+
 def test_model_vec_env_reports_a_non_finite_prediction(linear_ensemble) -> None:
     import copy
 
@@ -688,6 +719,51 @@ def test_mbpo_simulator_rollouts_are_the_real_steps(cartpole_env) -> None:
     model.set_logger(configure(None, []))
     model.rollout_model()
     assert model.model_buffer.size() == 8 * 2  # rollout_length 2, no episode ends
+
+
+class _StateBiased(torch.nn.Module):
+    """The true step plus an error that depends on the state alone."""
+
+    def __init__(self, sim: SimulatorModel) -> None:
+        super().__init__()
+        self.sim, self.d_s, self.d_a = sim, sim.d_s, sim.d_a
+
+    def predict_raw(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.sim.predict_raw(state, action) + 0.1 * torch.tanh(state.double())
+
+
+@pytest.mark.slow  # compiles the task functions
+def test_mbpo_anchored_rollouts_cancel_the_model_error_at_the_start_state(cartpole_env) -> None:
+    import copy
+
+    model = _mbpo(cartpole_env, rollout_dynamics="simulator", rollout_batch_size=8,
+                  rollout_length=1, rollout_anchor=True)  # fmt: skip
+    model.set_logger(configure(None, []))
+    _fill(cartpole_env, model.replay_buffer, 10, seed=6)
+    env, sim = model.model_env, model.model_env.model
+    env.model = _StateBiased(sim)
+    rng = copy.deepcopy(model._rng)  # the branch draw rollout_model will make
+    model.rollout_model()
+    s = model.replay_buffer.sample_rows(8, rng, keys=["state"])["state"]
+    a = model.policy.unscale_action(model.model_buffer.actions[:8])
+    with torch.no_grad():
+        true = sim.predict_raw(torch.as_tensor(s), torch.as_tensor(a)).numpy()
+    want = env._observe(true, a)
+    # The policy's actions differ from the real ones, and still the true step's
+    # observation: the model's error at the start state cancelled.
+    rows = model.replay_buffer.rows(keys=["action"])["action"]
+    assert not np.isin(a, rows).any()
+    np.testing.assert_allclose(model.model_buffer.next_obs[:8], want, rtol=1e-4, atol=1e-5)
+    # Without the anchor, the same biased model misses the true step.
+    model.rollout_anchor = False
+    model.model_buffer.pos = 0
+    rng = copy.deepcopy(model._rng)
+    model.rollout_model()
+    s = model.replay_buffer.sample_rows(8, rng, keys=["state"])["state"]
+    a = model.policy.unscale_action(model.model_buffer.actions[:8])
+    with torch.no_grad():
+        true = sim.predict_raw(torch.as_tensor(s), torch.as_tensor(a)).numpy()
+    assert np.abs(model.model_buffer.next_obs[:8] - env._observe(true, a)).max() > 1e-2
 
 
 @pytest.mark.slow  # two short real runs with full-episode evaluations

@@ -16,7 +16,9 @@ any SB3 algorithm trains in it.
 
 :meth:`ModelVecEnv.set_states` puts envs at given states (the branched
 rollouts of MBPO start from real states); :meth:`ModelVecEnv.step_arrays`
-is the step without per-env ``infos`` dicts, for large batches.
+is the step without per-env ``infos`` dicts, for large batches, and can
+anchor a step to a known transition from the same state (the model then
+predicts only the change that a different action makes).
 """
 
 from __future__ import annotations
@@ -230,6 +232,24 @@ class ModelVecEnv(VecEnv):
             raise ValueError(f"{name} must be finite")
         return arr
 
+    def _check_anchor(self, anchor: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The anchor's actions (clipped, as a step's) and next states, checked."""
+        try:
+            actions, next_states = anchor
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"anchor must be a pair (actions, next_states), got {type(anchor).__name__}"
+            ) from err
+        d_a = int(np.prod(self.action_space.shape))
+        a0 = np.array(actions, dtype=np.float64)
+        if a0.shape != (self.num_envs, d_a) or not np.isfinite(a0).all():
+            raise ValueError(
+                f"anchor actions must be finite, of shape ({self.num_envs}, {d_a}), "
+                f"got shape {a0.shape}"
+            )
+        a0 = np.clip(a0, self.action_space.low, self.action_space.high)
+        return a0, self._check_states(next_states, self.num_envs, "anchor next_states")
+
     def _observe(self, states: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
         """Observations at ``states`` (set directly), or after a step with ``actions``."""
         if actions is not None and self.observe_after_fn is not None:
@@ -319,12 +339,26 @@ class ModelVecEnv(VecEnv):
             self.model.train(was)
         return out.double().cpu().numpy()
 
-    def step_arrays(self, actions: np.ndarray) -> StepArrays:
+    def step_arrays(
+        self, actions: np.ndarray, anchor: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> StepArrays:
         """One step of every env, as arrays, with auto-reset (no per-env ``infos``).
+
+        Args:
+            actions: ``(n_envs, d_a)`` actions (clipped to the action space).
+            anchor: ``(actions, next_states)`` of a known transition from each
+                env's current state (a real one, for MBPO's branches): the step
+                predicts ``next_states + f(s, a) - f(s, anchor actions)`` with
+                the drawn member ``f``, so the model's error at the state cancels
+                and only its error in the response to the change of action is
+                left (none at the anchor's own action).
 
         Returns:
             :class:`StepArrays`; the envs that are done are reset afterwards
             (:attr:`states` holds their new start states).
+
+        Raises:
+            ValueError: An anchor of the wrong shape or not finite.
         """
         if self._states is None:
             raise RuntimeError("call reset() before step()")
@@ -332,7 +366,14 @@ class ModelVecEnv(VecEnv):
         a = np.clip(np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1), low, high)
         member = self._members[self.rng.integers(0, len(self._members), size=self.num_envs)]
         s = self._states
-        s2 = self._predict(s, a, member)
+        if anchor is None:
+            s2 = self._predict(s, a, member)
+        else:
+            a0, s2_0 = self._check_anchor(anchor)
+            # One batched call for both actions; the same member for both halves.
+            both = self._predict(np.concatenate([s, s]), np.concatenate([a, a0]),
+                                 np.concatenate([member, member]))  # fmt: skip
+            s2 = s2_0 + both[: self.num_envs] - both[self.num_envs :]
         nonfinite = ~np.isfinite(s2).all(axis=1)
         s2 = np.where(nonfinite[:, None], s, s2)  # the last finite state ends the episode
         if self.reward_fn == "learned":
