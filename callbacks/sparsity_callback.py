@@ -16,7 +16,9 @@ from sparsity.stats import (
     PatternCounter,
     RunLengths,
     SparsityMeans,
+    check_threshold_precision,
     combine,
+    mismatch_rows,
     sample_sparsity,
     valid_mask,
     zero_mask,
@@ -48,12 +50,17 @@ class SparsityCallback(BaseCallback):
       of finished per-element zero / non-zero streaks (steps; whole-episode
       streaks left out), since training start; logged once a streak has
       finished (never as NaN);
-    * ``sparsity/distinct_patterns``: distinct zero patterns seen;
+    * ``sparsity/distinct_patterns``: distinct zero patterns seen (a left-out
+      element counts as not zero); ``sparsity/distinct_left_out``: distinct
+      sets of left-out elements seen;
     * ``sparsity/samples``: Jacobians seen so far;
     * ``sparsity/nonsmooth_fraction``: share of the Jacobians since the last
       log with a non-smooth column (``jacobian_nonsmooth``: an action on its
       control bound, as SB3's action clipping produces); those elements are
-      left out of every statistic above.
+      left out of every statistic above;
+    * ``sparsity/mismatch_fraction``: share of the Jacobians since the last log
+      that are not the env's own (``jacobian_mismatch``: the backend's next state
+      left the env's; every column flagged), left out whole.
 
     With a TensorBoard writer, also the histogram ``sparsity/combined_hist`` of
     per-sample sparsity (steps since the last log), and every ``heatmap_freq``
@@ -107,7 +114,8 @@ class SparsityCallback(BaseCallback):
         self.state_labels: tuple[str, ...] = ()
         self.action_labels: tuple[str, ...] = ()
         self._hist_values: list[np.ndarray] = []
-        self._nonsmooth = [0, 0]  # Jacobians with a non-smooth column, Jacobians; since the log
+        # Jacobians with a non-smooth column, mismatched ones, all; since the log
+        self._nonsmooth = [0, 0, 0]
         self._episode0: list[float] = []
         self.last_episode_timeline: list[float] | None = None
         self._tb_writer = None
@@ -201,6 +209,7 @@ class SparsityCallback(BaseCallback):
             "active": np.zeros((cap, n_envs), bool),
             "done": np.zeros((cap, n_envs), bool),
         }
+        check_threshold_precision(self.threshold, dtype, "SparsityCallback")
         shape = (jac_s.shape[0], jac_s.shape[1] + jac_a.shape[1])
         self.global_zeros = GlobalZeros(shape)
         self.runs = RunLengths(n_envs, shape)
@@ -229,7 +238,8 @@ class SparsityCallback(BaseCallback):
         self.patterns.update(sampled, sampled_valid)
         self._hist_values.append(per["combined"][~np.isnan(per["combined"])])
         self._nonsmooth[0] += int(nonsmooth[active].any(axis=-1).sum())
-        self._nonsmooth[1] += len(sampled)
+        self._nonsmooth[1] += int(mismatch_rows(nonsmooth[active], d_s).sum())
+        self._nonsmooth[2] += len(sampled)
         # Env 0's per-step sparsity, cut into episodes at its episode ends.
         combined0 = sample_sparsity(zeros[:, 0], d_s, None if valid is None else valid[:, 0])[
             "combined"
@@ -250,7 +260,7 @@ class SparsityCallback(BaseCallback):
         d_s = self.global_zeros.shape[0]
         means = self.means.means()
         counts = self.global_zeros.counts(d_s)
-        flagged, seen = self._nonsmooth
+        flagged, mismatched, seen = self._nonsmooth
         values = {
             "sparsity/state": means["state"],
             "sparsity/action": means["action"],
@@ -261,16 +271,20 @@ class SparsityCallback(BaseCallback):
             "sparsity/zero_run_mean": self.runs.mean_zero_run(),
             "sparsity/nonzero_run_mean": self.runs.mean_nonzero_run(),
             "sparsity/distinct_patterns": self.patterns.distinct,
+            "sparsity/distinct_left_out": self.patterns.distinct_left_out,
             "sparsity/samples": self.global_zeros.samples,
             "sparsity/nonsmooth_fraction": flagged / seen if seen else float("nan"),
+            "sparsity/mismatch_fraction": mismatched / seen if seen else float("nan"),
         }
         for key, value in values.items():
             if not np.isnan(value):  # a statistic not yet defined is not logged
                 self.logger.record(key, value)
-        if self._tb_writer is not None and self._hist_values:
+        hist = np.concatenate(self._hist_values) if self._hist_values else np.empty(0)
+        # Empty when every Jacobian since the last log was left out whole (mismatched).
+        if self._tb_writer is not None and hist.size:
             self._tb_writer.add_histogram(
                 "sparsity/combined_hist",
-                np.concatenate(self._hist_values),
+                hist,
                 self.num_timesteps,
                 bins=np.linspace(0.0, 1.0, 51),
             )
@@ -281,7 +295,7 @@ class SparsityCallback(BaseCallback):
             )
         self.means.reset()
         self._hist_values = []
-        self._nonsmooth = [0, 0]
+        self._nonsmooth = [0, 0, 0]
 
     def _log_figures(self, final: bool = False) -> None:
         """Log the heatmap and the timeline.

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 
-import jacobian_wrappers as jw
-from sparsity import DEFAULT_THRESHOLD
+# Heavy imports (JAX, MJX, SB3) come after parse_args: --help answers at once.
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True, choices=jw.available_envs())
+    parser.add_argument("--env", required=True, help="Playground task, e.g. CheetahRun")
     parser.add_argument("--steps", type=int, required=True, help="transitions in the file")
     parser.add_argument("--policy", default="random", help="'random' or an SB3 model .zip")
-    parser.add_argument("--precision", default="float64", choices=jw.PRECISIONS)
+    parser.add_argument("--precision", default="float64", choices=("float32", "float64"))
     parser.add_argument("--out", required=True, help="HDF5 file to write")
     parser.add_argument("--n-envs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -46,7 +45,7 @@ def main() -> None:
         "(default: implicit in float64, unrolled in float32)",
     )
     parser.add_argument("--episode-length", type=int, default=None)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=1e-15, help="zero threshold")
     parser.add_argument("--chunk-size", type=int, default=4096)
     parser.add_argument(
         "--compression", default=None, choices=["lzf", "gzip"], help="default: none (fastest)"
@@ -63,6 +62,8 @@ def main() -> None:
     group.add_argument("--resume", action="store_true", help="continue an existing file")
     group.add_argument("--overwrite", action="store_true", help="replace an existing file")
     args = parser.parse_args()
+    import jacobian_wrappers as jw
+
     env_kwargs = dict(
         precision=args.precision,
         jacobians=not args.no_jacobians,

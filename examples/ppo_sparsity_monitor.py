@@ -12,27 +12,27 @@ from __future__ import annotations
 import argparse
 import time
 
-from stable_baselines3 import PPO
-from stable_baselines3.common.vec_env import VecMonitor
-
-import jacobian_wrappers as jw
-from callbacks import SparsityCallback
-from sparsity import DEFAULT_THRESHOLD
+# Heavy imports (JAX, MJX, SB3) come after parse_args: --help answers at once.
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="CheetahRun", choices=jw.available_envs())
+    parser.add_argument("--env", default="CheetahRun", help="Playground task")
     parser.add_argument("--timesteps", type=int, default=100_000)
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--logdir", default="runs/")
-    parser.add_argument("--precision", default="float64", choices=jw.PRECISIONS)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--precision", default="float64", choices=("float32", "float64"))
+    parser.add_argument("--threshold", type=float, default=1e-15, help="zero threshold")
     parser.add_argument("--jacobian-every", type=int, default=1)
     parser.add_argument("--log-freq", type=int, default=64, help="vector steps between logs")
     parser.add_argument("--heatmap-freq", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    import jacobian_wrappers as jw
+    from callbacks import SparsityCallback
 
     start = time.perf_counter()
     venv = jw.PlaygroundVecEnv(
@@ -42,6 +42,7 @@ def main() -> None:
         precision=args.precision,
         jacobian_every=args.jacobian_every,
     )
+    venv.warm_up()  # compile first (a notice says how long), so PPO's timing starts after
     # Short runs: shrink the rollout so PPO does not overshoot --timesteps (default 2048 per env).
     n_steps = min(2048, max(64, args.timesteps // args.n_envs))
     model = PPO(

@@ -15,13 +15,22 @@ import argparse
 import time
 from pathlib import Path
 
-import jacobian_wrappers as jw
-from sparsity import analyse_dataset, write_report
+# Heavy imports (JAX, MJX, SB3) come after parse_args: --help answers at once.
+STUDY_ENVS = (  # jacobian_wrappers.STUDY_ENVS, without importing JAX for --help
+    "BallInCup",
+    "CartpoleBalance",
+    "CheetahRun",
+    "ReacherHard",
+    "FingerSpin",
+    "FingerTurnEasy",
+    "WalkerRun",
+    "SwimmerSwimmer6",
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=list(jw.STUDY_ENVS))
+    parser.add_argument("--envs", nargs="+", default=list(STUDY_ENVS))
     parser.add_argument("--steps", type=int, default=1_000_000, help="transitions per env")
     parser.add_argument("--policy-dir", default=None, help="directory of <Env>.zip agents")
     parser.add_argument("--out", required=True)
@@ -29,6 +38,8 @@ def main() -> None:
     parser.add_argument("--tsne-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    import jacobian_wrappers as jw
+    from sparsity import analyse_dataset, write_report
 
     out = Path(args.out)
     start = time.perf_counter()

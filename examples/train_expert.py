@@ -6,7 +6,11 @@
         --policy experts/CartpoleBalance.zip --out data/cartpole_expert.h5
 
 Training needs no Jacobians, so the env runs with ``jacobians=False`` (fast);
-the saved agent then drives collection with its stochastic policy.
+the saved agent then drives collection with its stochastic policy, so the
+evaluation scores the stochastic policy too, as the study did.
+
+Long runs checkpoint every ``--checkpoint-freq`` steps (``<out stem>_ckpt/``);
+``--resume`` continues from the newest checkpoint up to ``--timesteps`` in all.
 """
 
 from __future__ import annotations
@@ -16,11 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import EvalCallback
-from stable_baselines3.common.vec_env import VecMonitor
 
-import jacobian_wrappers as jw
+# Heavy imports (JAX, MJX, SB3) come after parse_args: --help answers at once.
 
 # PPO settings per env; every other task gets DEFAULT.
 DEFAULT = {
@@ -47,16 +48,31 @@ def hyperparameters(env_name: str) -> dict:
     return {**DEFAULT, **HYPERPARAMS.get(env_name, {})}
 
 
+def _latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint of ``folder`` with the most steps (``ppo_<steps>_steps.zip``)."""
+    found = sorted(folder.glob("ppo_*_steps.zip"), key=lambda p: int(p.stem.split("_")[1]))
+    return found[-1] if found else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True, choices=jw.available_envs())
+    parser.add_argument("--env", required=True, help="Playground task, e.g. CheetahRun")
     parser.add_argument("--timesteps", type=int, required=True)
     parser.add_argument("--out", required=True, help="where to save the model (.zip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logdir", default="runs/experts")
     parser.add_argument("--eval-freq", type=int, default=50_000, help="env steps between evals")
-    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--checkpoint-freq", type=int, default=100_000, help="env steps")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint, if any"
+    )
     args = parser.parse_args()
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    import jacobian_wrappers as jw
 
     params = hyperparameters(args.env)
     n_envs = params.pop("n_envs")
@@ -70,12 +86,26 @@ def main() -> None:
         n_eval_episodes=args.eval_episodes,
         eval_freq=max(1, args.eval_freq // n_envs),
         best_model_save_path=str(out.parent / f"{out.stem}_best"),
-        deterministic=True,
+        deterministic=False,
         verbose=1,
     )
-    model = PPO("MlpPolicy", env, seed=args.seed, tensorboard_log=args.logdir, verbose=0, **params)
-    start = time.perf_counter()
-    model.learn(args.timesteps, callback=evaluator, tb_log_name=args.env)
+    ckpt_dir = out.parent / f"{out.stem}_ckpt"
+    checkpoints = CheckpointCallback(max(1, args.checkpoint_freq // n_envs), str(ckpt_dir), "ppo")
+    latest = _latest_checkpoint(ckpt_dir) if args.resume else None
+    if latest is not None:
+        model = PPO.load(latest, env=env, tensorboard_log=args.logdir)
+        print(f"resuming from {latest} ({model.num_timesteps} steps)")
+    else:
+        model = PPO(
+            "MlpPolicy", env, seed=args.seed, tensorboard_log=args.logdir, verbose=0, **params
+        )
+    start, done_before = time.perf_counter(), model.num_timesteps
+    model.learn(
+        max(0, args.timesteps - done_before),
+        callback=[evaluator, checkpoints],
+        tb_log_name=args.env,
+        reset_num_timesteps=latest is None,
+    )
     wall = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
@@ -83,7 +113,7 @@ def main() -> None:
     steps = [int(t) for t in evaluator.evaluations_timesteps]
     print(
         f"{args.env}: {model.num_timesteps} steps in {wall:.0f} s "
-        f"({model.num_timesteps / wall:.0f} steps/s)"
+        f"({(model.num_timesteps - done_before) / max(wall, 1e-9):.0f} steps/s)"
     )
     for t, r in zip(steps, returns, strict=True):
         print(f"  eval at {t:>8} steps: mean return {r:7.1f} ({args.eval_episodes} episodes)")

@@ -470,8 +470,13 @@ def main() -> None:
         if model in MASKED_MODELS or not supervises_mask(mode)  # masks need a masked model
         for seed in args.seeds
     ]
-    if not jobs:
-        parser.error(f"--losses {args.losses} need a masked --model: {list(MASKED_MODELS)}")
+    idle = [m for m in args.model if not any(job.model == m for job in jobs)]
+    if idle:  # a model asked for must not be dropped without a word
+        parser.error(
+            f"--model {' '.join(idle)} has no run: --losses {args.losses} supervise a mask, "
+            f"which only the masked models have ({', '.join(MASKED_MODELS)}); add a loss it "
+            "can train (e.g. state) or leave it out"
+        )
     config = TrainConfig(
         head_width=args.head_width,
         shared_heads=args.shared_heads,

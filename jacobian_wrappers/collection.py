@@ -28,7 +28,7 @@ from jacobian_wrappers.vec_transitions import (
     dataset_meta,
     vec_transition,
 )
-from sparsity.stats import DEFAULT_THRESHOLD
+from sparsity.stats import DEFAULT_THRESHOLD, check_threshold_precision
 from sparsity.storage import TransitionWriter
 
 __all__ = [
@@ -327,6 +327,8 @@ def collect(
     check_recordable(env, "collect")
     act, desc = make_policy(policy, env, seed)
     meta = dataset_meta(env, threshold=threshold, policy=desc, extra=dict(extra or {}))
+    if meta.jacobians:
+        check_threshold_precision(threshold, meta.precision, "collect")
     with TransitionWriter(
         path,
         meta,
@@ -337,16 +339,20 @@ def collect(
     ) as writer:
         start_rows = writer.total_rows
         recorder = TransitionRecorder(writer, env.num_envs)
-        bar = None
+        bar: list[Any] = []  # made after the first step: its rate leaves the compile out
+        make_bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_steps, initial=start_rows, unit="step", desc=meta.env_name)
+            def make_bar(initial: int) -> Any:
+                bar.append(tqdm(total=n_steps, initial=initial, unit="step", desc=meta.env_name))
+                return bar[0]
+
         try:
-            timing = _step_until(env, act, recorder, n_steps, bar)
+            timing = _step_until(env, act, recorder, n_steps, make_bar)
         finally:
-            if bar is not None:
-                bar.close()
+            if bar:
+                bar[0].close()
         rows = writer.total_rows
     return CollectionResult(
         path=str(path),
@@ -375,15 +381,20 @@ class _Timing:
         }
 
 
-def _step_until(env: VecEnv, act: Policy, recorder, n_steps: int, bar) -> _Timing:
+def _step_until(
+    env: VecEnv, act: Policy, recorder, n_steps: int, make_bar: Callable[[int], Any] | None
+) -> _Timing:
     """Step ``env`` with ``act`` and record until the file holds ``n_steps`` rows.
 
+    ``make_bar(rows)`` makes a progress bar after the first step, so that its
+    rate and time estimate leave the first step's compile out.
     An exception (``KeyboardInterrupt`` too) stops it; the caller's writer keeps
     every row recorded so far.
     """
     writer = recorder.writer
     obs = env.reset()
     timing = _Timing(time.perf_counter())
+    bar = None
     try:
         while writer.total_rows < n_steps:
             obs, rewards, dones, infos = env.step(act(obs))
@@ -391,7 +402,9 @@ def _step_until(env: VecEnv, act: Policy, recorder, n_steps: int, bar) -> _Timin
             written = recorder.record(rows, max_rows=n_steps - writer.total_rows)
             if timing.first is None:
                 timing.first, timing.first_rows = time.perf_counter(), writer.total_rows
-            if bar is not None:
+                if make_bar is not None:
+                    bar = make_bar(writer.total_rows)
+            elif bar is not None:
                 bar.update(written)
     finally:
         timing.end = time.perf_counter()

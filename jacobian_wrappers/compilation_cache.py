@@ -1,7 +1,9 @@
 """JAX's persistent compilation cache, on by default so a second start is fast.
 
-The first compile of an MJX step with its Jacobian takes 5-30 s per env on a CPU;
-with the cache warm a new process loads the compiled program instead.
+The first compile of a float64 MJX step with its Jacobian takes 30 s to 9 min
+per env and batch size on a 2-core CPU (108-149 s on a GPU); with the cache
+warm a new process loads the compiled program instead.
+:func:`compile_notice` says so on stderr while a first compile runs.
 
 Where the cache lives, in order of precedence:
 
@@ -13,14 +15,27 @@ Where the cache lives, in order of precedence:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 
-__all__ = ["CACHE_ENV_VAR", "active_cache_dir", "default_cache_dir", "enable_compilation_cache"]
+__all__ = [
+    "CACHE_ENV_VAR",
+    "QUIET_ENV_VAR",
+    "active_cache_dir",
+    "compile_notice",
+    "default_cache_dir",
+    "enable_compilation_cache",
+]
 
 CACHE_ENV_VAR = "DYNAMIC_SPARSITY_CACHE_DIR"
+#: Set to 1 to silence the one-line notices printed while a program compiles.
+QUIET_ENV_VAR = "DYNAMIC_SPARSITY_QUIET"
 _OFF = {"off", "0", "false", "none", "no", ""}
 _active: Path | None = None
 _configured = False
@@ -79,3 +94,35 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | bool | None = None) 
 def active_cache_dir() -> Path | None:
     """The cache directory in use, or ``None`` when the cache is off or not set up."""
     return _active
+
+
+_announced: set[str] = set()
+
+
+@contextlib.contextmanager
+def compile_notice(what: str) -> Iterator[None]:
+    """Print one line to stderr before the first call that compiles ``what``, one after.
+
+    An MJX step with Jacobians compiles for 30 s to 9 min on a CPU the first
+    time (docs/performance.md); without a word a first run looks hung. Each
+    ``what`` is announced once per process; ``DYNAMIC_SPARSITY_QUIET=1`` hides it.
+    """
+    if what in _announced or os.environ.get(QUIET_ENV_VAR, "").strip() not in _OFF:
+        yield
+        return
+    _announced.add(what)
+    cache = active_cache_dir()
+    where = f"cached in {cache}" if cache is not None else "persistent cache off"
+    print(
+        f"[dynamic-sparsity] compiling {what}: 30 s to 9 min on a CPU the first time, "
+        f"seconds to a minute once cached ({where})",
+        file=sys.stderr,
+        flush=True,
+    )
+    start = time.perf_counter()
+    yield
+    print(
+        f"[dynamic-sparsity] {what} ready in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -11,12 +11,21 @@ space of :class:`~jacobian_wrappers.StateSpace`, by either backend:
 * ``"mujoco"``: MuJoCo's C finite differences of the C step itself
   (:class:`~jacobian_wrappers.mujoco_fd.FiniteDifferenceJacobian`), not exact.
 
-The next state reported is always the env's own (C) one.
+The default (``backend=None``) is ``"mjx"``, except for models whose MJX step
+is known to leave the C step (:func:`~jacobian_wrappers.agreement.divergence_cause`:
+Ant-v5) or that MJX cannot simulate (Humanoid-v5: ``mjSOL_PGS``): those get
+``"mujoco"``, with a warning that says why and that the Jacobians are finite
+differences.
+
+The next state reported is always the env's own (C) one; every step compares
+it with the backend's (:mod:`jacobian_wrappers.agreement`) and marks the step
+mismatched where they differ.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import jax
@@ -31,9 +40,16 @@ from jacobian_wrappers._solver_tangent import (
     unverified_substeps,
 )
 from jacobian_wrappers._validation import JACOBIAN_METHODS, check_backend, check_jacobian_method
+from jacobian_wrappers.agreement import (
+    MISMATCH_TOLERANCE,
+    divergence_cause,
+    mark_mismatch,
+    next_state_error,
+)
+from jacobian_wrappers.compilation_cache import compile_notice, enable_compilation_cache
 from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
 
-__all__ = ["GymMujocoJacobians", "is_gym_mujoco_env", "mjx_step_jacobian"]
+__all__ = ["GymMujocoJacobians", "default_backend", "is_gym_mujoco_env", "mjx_step_jacobian"]
 
 
 def is_gym_mujoco_env(env: Any) -> bool:
@@ -43,6 +59,29 @@ def is_gym_mujoco_env(env: Any) -> bool:
     except ImportError:  # gymnasium without its mujoco extra
         return False
     return isinstance(env, MujocoEnv)
+
+
+def _mjx_unsupported(model: mujoco.MjModel) -> str | None:
+    """MJX's reason for refusing ``model`` (a feature it lacks), or ``None``."""
+    from mujoco import mjx
+
+    try:
+        mjx.put_model(model, impl="jax")
+    except NotImplementedError as err:
+        return str(err)
+    return None
+
+
+def default_backend(model: mujoco.MjModel) -> tuple[str, str | None]:
+    """The backend ``backend=None`` picks for ``model``, and why when it is not ``"mjx"``.
+
+    ``"mjx"`` (exact) where MJX simulates the model as MuJoCo's C step does;
+    ``"mujoco"`` (C finite differences) where MJX cannot simulate it or its
+    step is known to leave the C step (:func:`divergence_cause`).
+    """
+    refused = _mjx_unsupported(model)
+    cause = divergence_cause(model) if refused is None else f"MJX cannot simulate it ({refused})"
+    return ("mjx", None) if cause is None else ("mujoco", cause)
 
 
 def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str = "implicit"):
@@ -61,6 +100,7 @@ def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str = "imp
     from mujoco import mjx
 
     check_jacobian_method(method)
+    enable_compilation_cache()  # the default cache: a second process starts in seconds
     space = StateSpace.from_model(model)
     with precision_scope("float64"):
         try:
@@ -89,8 +129,10 @@ def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str = "imp
 
     compiled = {m: jax.jit(functools.partial(step, method=m)) for m in JACOBIAN_METHODS}
 
+    name = f"MJX step + Jacobian of this Gymnasium model (nv={model.nv}, float64)"
+
     def run(s: np.ndarray, ctrl: np.ndarray, warmstart: np.ndarray):
-        with precision_scope("float64"):
+        with precision_scope("float64"), compile_notice(name):
             s_next, jac, verified = jax.device_get(compiled[method](s, ctrl, warmstart))
             if not verified:
                 s_next, jac, _ = jax.device_get(compiled["unrolled"](s, ctrl, warmstart))
@@ -106,7 +148,9 @@ class GymMujocoJacobians:
 
     Args:
         env: The un-wrapped ``gymnasium.envs.mujoco.MujocoEnv``.
-        backend: ``"mjx"`` (exact) or ``"mujoco"`` (C finite differences).
+        backend: ``"mjx"`` (exact), ``"mujoco"`` (C finite differences) or
+            ``None`` (:func:`default_backend`: ``"mjx"`` unless MJX cannot
+            simulate the model as the C step does; a warning says so).
         jacobian_method: For ``"mjx"``: ``"implicit"`` (default) or ``"unrolled"``
             (:func:`mjx_step_jacobian`).
 
@@ -115,16 +159,37 @@ class GymMujocoJacobians:
             with ``"mjx"``.
     """
 
-    def __init__(self, env: Any, backend: str = "mjx", jacobian_method: str = "implicit") -> None:
+    def __init__(
+        self, env: Any, backend: str | None = None, jacobian_method: str = "implicit"
+    ) -> None:
         from jacobian_wrappers.mujoco_fd import FiniteDifferenceJacobian
 
         self.env = env
-        self.backend = check_backend(backend)
-        self.jacobian_method = check_jacobian_method(jacobian_method)
         model = env.model
+        self.jacobian_method = check_jacobian_method(jacobian_method)
+        if backend is None:
+            backend, reason = default_backend(model)
+            if reason is not None:
+                warnings.warn(
+                    f"{self._name()}: Jacobians by MuJoCo's C finite differences "
+                    f"(backend='mujoco'), not exact, because {reason}; "
+                    "docs/pitfalls.md#a-jacobian-of-another-system",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        self.backend = check_backend(backend)
         self.space = StateSpace.from_model(model)
         if self.backend == "mjx":
             self._jacobian = mjx_step_jacobian(model, env.frame_skip, jacobian_method)
+            cause = divergence_cause(model)
+            if cause is not None:
+                warnings.warn(
+                    f"{self._name()} with backend='mjx': {cause}; steps whose MJX next "
+                    "state leaves the env's are marked info['jacobian_mismatch'] and left "
+                    "out of the statistics (backend='mujoco' differentiates the env's step)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         else:
             fd = FiniteDifferenceJacobian(model, env.frame_skip, n_threads=1)
             self._jacobian = lambda s, c, w: tuple(x[0] for x in fd(s[None], c[None], w[None]))
@@ -132,6 +197,12 @@ class GymMujocoJacobians:
         #: The next state of the last step as the backend computed it (MJX's, or
         #: the C step's nominal one), to compare with the env's own.
         self.backend_next_state: np.ndarray | None = None
+        #: ``next_state_error`` of the last step: backend against the env's own.
+        self.next_state_error = 0.0
+
+    def _name(self) -> str:
+        spec = getattr(self.env, "spec", None)
+        return spec.id if spec is not None else type(self.env).__name__
 
     @property
     def state_labels(self) -> tuple[str, ...]:
@@ -151,9 +222,8 @@ class GymMujocoJacobians:
     @property
     def jacobian_source(self) -> dict[str, Any]:
         """What a data set records of these Jacobians (``jacobian_wrappers.dataset_meta``)."""
-        spec = getattr(self.env, "spec", None)
         return {
-            "env_name": spec.id if spec is not None else type(self.env).__name__,
+            "env_name": self._name(),
             "precision": "float64",
             "dt": float(self.env.dt),
             "state_labels": self.state_labels,
@@ -188,13 +258,18 @@ class GymMujocoJacobians:
         s_next, jac = self._jacobian(s, ctrl, warm)
         self.backend_next_state = np.asarray(s_next, dtype=np.float64)
         jac = np.asarray(jac, dtype=np.float64)
+        env_next = self._state()
+        self.next_state_error = float(next_state_error(self.backend_next_state, env_next))
+        mismatch = self.next_state_error > MISMATCH_TOLERANCE["float64"]
         d_t = self.space.tangent_dim
+        nonsmooth = control_bound_columns(self.env.model, ctrl, d_t)
         return StepJacobians(
             state=s,
             action=ctrl,
-            next_state=self._state(),
+            next_state=env_next,
             jacobian_state=jac[:, :d_t],
             jacobian_action=jac[:, d_t:],
-            nonsmooth=control_bound_columns(self.env.model, ctrl, d_t),
+            nonsmooth=mark_mismatch(nonsmooth, mismatch),
             finite=bool(np.isfinite(jac).all()),
+            mismatch=mismatch,
         )

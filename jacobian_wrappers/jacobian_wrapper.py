@@ -66,15 +66,23 @@ class JacobianWrapper(gym.Wrapper):
     the model has free or ball joints), ``"jacobian_nonsmooth"`` ``(d_t + d_a,)``
     bool (the columns of ``[J_s | J_a]`` taken where the step is not differentiable: an action
     exactly on its control bound), ``"n_contacts"`` (active contacts after the
-    step) and ``"jacobian_nonfinite": True`` when a Jacobian holds NaN or inf.
-    Keys already in ``info`` are never overwritten.
+    step), ``"jacobian_nonfinite": True`` when a Jacobian holds NaN or inf, and
+    ``"jacobian_mismatch": True`` when the backend's next state leaves the
+    env's own beyond round-off: the Jacobian is then of another system, and
+    every column of ``"jacobian_nonsmooth"`` is set so that the statistics and
+    losses leave the step out (:mod:`jacobian_wrappers.agreement`,
+    docs/pitfalls.md#a-jacobian-of-another-system). Keys already in ``info``
+    are never overwritten.
 
     Args:
         env: A Playground or Gymnasium MuJoCo env, possibly wrapped.
         info_keys: Renames of :data:`DEFAULT_INFO_KEYS` entries.
-        backend: For Gymnasium MuJoCo envs: ``"mjx"`` (default, exact) or
-            ``"mujoco"`` (C finite differences). Playground envs take it as
-            ``PlaygroundEnv(backend=...)``; here it must then be ``None``.
+        backend: For Gymnasium MuJoCo envs: ``"mjx"`` (exact), ``"mujoco"`` (C
+            finite differences) or ``None`` (default): ``"mjx"``, except for
+            models MJX cannot simulate as the C step does (Ant-v5's pyramidal
+            friction cone, Humanoid-v5's PGS solver), which get ``"mujoco"``
+            with a warning (``gym_mujoco.default_backend``). Playground envs
+            take it as ``PlaygroundEnv(backend=...)``; here it must then be ``None``.
         jacobian_method: For Gymnasium MuJoCo envs with ``"mjx"``: how the exact
             Jacobians pass the constraint solver, ``"implicit"`` (default) or
             ``"unrolled"`` (docs/env.md#exact-and-fast). Playground envs take it
@@ -105,9 +113,7 @@ class JacobianWrapper(gym.Wrapper):
             #: The Jacobian source of a Gymnasium MuJoCo env, ``None`` for Playground.
             self.gym_jacobians: GymMujocoJacobians | None = None
         elif is_gym_mujoco_env(inner):
-            self.gym_jacobians = GymMujocoJacobians(
-                inner, backend or "mjx", jacobian_method or "implicit"
-            )
+            self.gym_jacobians = GymMujocoJacobians(inner, backend, jacobian_method or "implicit")
         else:
             raise TypeError(
                 "JacobianWrapper supports jacobian_wrappers.PlaygroundEnv (also through "
@@ -157,4 +163,6 @@ class JacobianWrapper(gym.Wrapper):
             info.setdefault(key, np.asarray(getattr(jac, field)))
         if not jac.finite:
             info.setdefault("jacobian_nonfinite", True)
+        if jac.mismatch:
+            info.setdefault("jacobian_mismatch", True)
         return obs, reward, terminated, truncated, info

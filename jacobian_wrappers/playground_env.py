@@ -16,6 +16,8 @@ from jacobian_wrappers._validation import (
     check_optional_int,
     resolve_jacobian_method,
 )
+from jacobian_wrappers.agreement import MISMATCH_TOLERANCE, mark_mismatch, next_state_error
+from jacobian_wrappers.compilation_cache import compile_notice
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
 __all__ = ["PlaygroundEnv", "StepJacobians"]
@@ -36,6 +38,10 @@ class StepJacobians:
             non-differentiable point of the step (an action on its control
             bound); see ``Simulator.nonsmooth_columns``.
         finite: Whether both Jacobians are all finite.
+        mismatch: Whether the backend that differentiated the step computed a
+            next state other than the env's own
+            (:mod:`jacobian_wrappers.agreement`): then the Jacobian is not the
+            env's, and every column of ``nonsmooth`` is set.
     """
 
     state: np.ndarray
@@ -45,6 +51,7 @@ class StepJacobians:
     jacobian_action: np.ndarray
     nonsmooth: np.ndarray
     finite: bool
+    mismatch: bool = False
 
 
 class PlaygroundEnv(TaskAttributes, gym.Env):
@@ -201,7 +208,8 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
         """
         self._check_reset()
         action = check_array(action, self.action_space.shape, self.sim.dtype)
-        out = self.sim.step(self._state, action)
+        with compile_notice(f"{self.env_name} {self.precision} step"):
+            out = self.sim.step(self._state, action)
         obs, reward, done, finite, n_contacts, s_next = jax.device_get(
             (
                 out.state.obs,
@@ -242,14 +250,21 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
                 "No step taken since reset: no transition to differentiate."
             )
         state, action, s_next = self._last_step
+        mismatch = False
         if self.backend == "mujoco":
             s, warm = jax.device_get((self.sim.space.get(state.data), state.data.qacc_warmstart))
-            _, jac, nonsmooth = self.sim.fd_jacobian(s[None], action[None], warm[None])
+            c_next, jac, nonsmooth = self.sim.fd_jacobian(s[None], action[None], warm[None])
             jac, nonsmooth = jac[0].astype(self.sim.dtype), nonsmooth[0]
-        else:
-            s, _, jac, nonsmooth = jax.device_get(
-                self.sim.jacobian(state, action, self.jacobian_method)
+            # The C step differentiated here is not the MJX step the env took.
+            mismatch = bool(
+                next_state_error(c_next[0], s_next) > MISMATCH_TOLERANCE[self.precision]
             )
+            nonsmooth = mark_mismatch(nonsmooth, mismatch)
+        else:
+            with compile_notice(f"{self.env_name} {self.precision} Jacobian"):
+                s, _, jac, nonsmooth = jax.device_get(
+                    self.sim.jacobian(state, action, self.jacobian_method)
+                )
         d_t = self.sim.space.tangent_dim
         return StepJacobians(
             state=s,
@@ -259,6 +274,7 @@ class PlaygroundEnv(TaskAttributes, gym.Env):
             jacobian_action=jac[:, d_t:],
             nonsmooth=nonsmooth,
             finite=bool(np.isfinite(jac).all()),
+            mismatch=mismatch,
         )
 
     # ------------------------------------------------------------ render

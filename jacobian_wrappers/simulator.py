@@ -6,9 +6,11 @@ config in a process (:func:`get_simulator`), so each program compiles once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -126,7 +128,7 @@ class Simulator:
             )
         self.config_overrides = overrides
         enable_compilation_cache(compilation_cache)
-        with precision_scope(precision):
+        with precision_scope(precision), _quiet_model_deprecations():
             self.env = registry.load(env_name, config_overrides=overrides)
         model = self.env.mj_model
         self.space = StateSpace.from_model(model)
@@ -399,6 +401,33 @@ class TaskAttributes:
 @functools.cache
 def _cached(env_name: str, precision: str, overrides_json: str) -> Simulator:
     return Simulator(env_name, precision, json.loads(overrides_json))
+
+
+@contextlib.contextmanager
+def _quiet_model_deprecations() -> Iterator[None]:
+    """Drop MuJoCo's warning about Playground's own XML (``settotalmass``) while it loads.
+
+    MuJoCo 4 deprecates the ``settotalmass`` attribute that Playground's
+    CheetahRun model uses; the user can do nothing about it, and it printed at
+    every construction. Every other warning is passed on as MuJoCo prints it.
+    """
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if "'settotalmass' is deprecated" in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def get_simulator(

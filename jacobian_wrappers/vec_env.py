@@ -23,6 +23,8 @@ from jacobian_wrappers._validation import (
     check_optional_int,
     resolve_jacobian_method,
 )
+from jacobian_wrappers.agreement import MISMATCH_TOLERANCE, mark_mismatch, next_state_error
+from jacobian_wrappers.compilation_cache import compile_notice
 from jacobian_wrappers.jacobian_wrapper import resolve_info_keys
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
 
@@ -72,7 +74,10 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
     On steps with Jacobians, ``infos[i]`` carries the keys of
     :class:`~jacobian_wrappers.JacobianWrapper` (``"state"``, ``"action"``,
     ``"next_state"``, ``"jacobian_state"``, ``"jacobian_action"``,
-    ``"jacobian_nonsmooth"``); on other steps they are absent.
+    ``"jacobian_nonsmooth"``); on other steps they are absent. With
+    ``backend="mujoco"`` a step whose C next state leaves the env's own (MJX)
+    one beyond round-off gets ``infos[i]["jacobian_mismatch"] = True`` and every
+    column of its ``jacobian_nonsmooth`` set (:mod:`jacobian_wrappers.agreement`).
     A step whose state turns non-finite sets ``infos[i]["nonfinite"] = True``,
     ends the episode as truncated and resets that env; its
     ``terminal_observation`` is the last finite observation. Every step's
@@ -92,7 +97,10 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         n_envs: Number of environments (>= 1).
         seed: Seed of env 0; env ``i`` gets ``seed + i``.
         jacobians: Whether to compute Jacobians at all.
-        precision: ``"float32"`` or ``"float64"``.
+        precision: ``"float32"`` or ``"float64"``; ``None`` (default): ``"float64"``
+            with Jacobians (zero tests such as ``|J| < 1e-15`` need it, and the
+            exact float64 path is as fast as float32 on the contact envs,
+            docs/performance.md), ``"float32"`` without.
         jacobian_every: Compute Jacobians on every ``jacobian_every``-th step
             (counting from the first step after construction).
         config_overrides: Playground config overrides (``impl`` stays ``jax``).
@@ -133,7 +141,7 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         *,
         seed: int = 0,
         jacobians: bool = True,
-        precision: str = "float32",
+        precision: str | None = None,
         jacobian_every: int = 1,
         config_overrides: dict[str, Any] | None = None,
         episode_length: int | None = None,
@@ -145,13 +153,15 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
     ) -> None:
         n_envs = check_int(n_envs, "n_envs", minimum=1)
         self.backend = check_backend(backend)
+        if not isinstance(jacobians, bool | np.bool_):
+            raise TypeError(f"jacobians must be a bool, got {jacobians!r}")
+        if precision is None:
+            precision = "float64" if jacobians else "float32"
         self.jacobian_method = resolve_jacobian_method(jacobian_method, precision)
         self.info_keys = resolve_info_keys(info_keys)
         seed = check_int(seed, "seed")
         jacobian_every = check_int(jacobian_every, "jacobian_every", minimum=1)
         episode_length = check_optional_int(episode_length, "episode_length", minimum=1)
-        if not isinstance(jacobians, bool | np.bool_):
-            raise TypeError(f"jacobians must be a bool, got {jacobians!r}")
         self.sim: Simulator = get_simulator(
             env_name, precision, config_overrides, compilation_cache
         )
@@ -285,9 +295,10 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         in_step = with_jac and self.backend == "mjx"
         warm = self.warmstarts if with_jac and not in_step else None
         before = self._state
-        self._state, self._keys, self._elapsed, host = self._step_fns[in_step](
-            self._state, self._keys, self._elapsed, self._actions
-        )
+        with compile_notice(self._program_name(in_step)):
+            self._state, self._keys, self._elapsed, host = self._step_fns[in_step](
+                self._state, self._keys, self._elapsed, self._actions
+            )
         host = np.asarray(host)
         o, d_s = self.sim.observation_size, self.sim.space.dim
         obs, rest = host[:, :o], host[:, o:]
@@ -310,6 +321,7 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         if with_jac:
             d_t = self.sim.space.tangent_dim
             cols = d_t + self.sim.action_size
+            mismatch = np.zeros(self.num_envs, dtype=bool)  # MJX's own step: never
             if in_step:
                 flat, nonsmooth = rest[:, : d_t * cols], rest[:, d_t * cols : -1] > 0
                 redo = np.flatnonzero(rest[:, -1] == 0)
@@ -318,8 +330,11 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
                     flat, nonsmooth = flat.copy(), nonsmooth.copy()
                     flat[redo], nonsmooth[redo] = self._recompute(before, redo)
             else:
-                _, jac, nonsmooth = self.sim.fd_jacobian(s, self._actions, warm)
+                c_next, jac, nonsmooth = self.sim.fd_jacobian(s, self._actions, warm)
                 flat = jac.astype(s.dtype).reshape(self.num_envs, -1)
+                # The C step differentiated here is not the MJX step the envs took.
+                mismatch = next_state_error(c_next, s_next) > MISMATCH_TOLERANCE[self.precision]
+                nonsmooth = mark_mismatch(nonsmooth, mismatch)
             jac = flat.reshape(self.num_envs, d_t, cols)
             self.last_transition["jacobian_state"] = jac[:, :, :d_t]
             self.last_transition["jacobian_action"] = jac[:, :, d_t:]
@@ -335,6 +350,8 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
                 info[keys["nonsmooth"]] = nonsmooth[i]
                 if not finite_jac[i]:
                     info["jacobian_nonfinite"] = True
+                if mismatch[i]:
+                    info["jacobian_mismatch"] = True
         for i in np.flatnonzero(dones):
             infos[i]["terminal_observation"] = terminal_obs[i]
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
@@ -342,6 +359,10 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
                 infos[i]["nonfinite"] = True
         self._obs = obs
         return obs.copy(), rewards, dones, infos
+
+    def _program_name(self, with_jacobian: bool) -> str:
+        what = "step + Jacobian" if with_jacobian else "step"
+        return f"{self.env_name} {self.precision} {what} ({self.num_envs} envs)"
 
     def _recompute(self, state: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact Jacobians of envs ``rows`` of the step just taken from ``state``, unrolled.
@@ -378,8 +399,9 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
     def warm_up(self) -> None:
         """Compile every program a step may run, so that no later step pauses to compile.
 
-        The step with and without Jacobians compile at the first step that
-        needs them; the unrolled recomputation of unverified transitions
+        The step with and without Jacobians (only those this configuration
+        runs) compile at the first step that needs them; the unrolled
+        recomputation of unverified transitions
         (``jacobian_method="implicit"``) compiles when the first one occurs,
         which can be thousands of steps in. Call this before timing steps.
         Resets the envs if they were not reset yet; their states do not change.
@@ -388,10 +410,14 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             self.reset()
         zeros = np.zeros((self.num_envs, *self.action_space.shape), self.sim.dtype)
         with_jac = self.jacobians and self.backend == "mjx"
-        for flag in {False, with_jac}:  # pure: runs a step whose result is dropped
-            jax.block_until_ready(
-                self._step_fns[flag](self._state, self._keys, self._elapsed, zeros)
-            )
+        # Only the programs this configuration runs: every step has Jacobians
+        # when jacobian_every is 1, so the step without them never runs.
+        flags = {with_jac} if self.jacobians and self.jacobian_every == 1 else {False, with_jac}
+        for flag in flags:  # pure: runs a step whose result is dropped
+            with compile_notice(self._program_name(flag)):
+                jax.block_until_ready(
+                    self._step_fns[flag](self._state, self._keys, self._elapsed, zeros)
+                )
         if with_jac and self.jacobian_method == "implicit":
             saved, self._actions = self._actions, zeros
             try:

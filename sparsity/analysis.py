@@ -27,7 +27,9 @@ from sparsity.stats import (
     PatternCounter,
     RunLengths,
     SparsityMeans,
+    check_threshold_precision,
     combine,
+    mismatch_rows,
     sample_sparsity,
     valid_mask,
     zero_mask,
@@ -130,6 +132,8 @@ class DatasetAnalysis:
         action_labels: Action labels.
         n_samples: Transitions analysed.
         n_episodes: Episodes among them.
+        complete_episodes: Of those, episodes whose last step is in the data
+            (the others were cut off when collection stopped).
         sparsity: Per-sample sparsity ``{"state", "action", "combined"}``, ``(N,)`` each
             (NaN for a part whose elements are all left out).
         global_zeros: Global-zero mask and per-element zero frequency.
@@ -143,6 +147,9 @@ class DatasetAnalysis:
         contacts: Sparsity against contacts.
         nonsmooth: ``"mask"`` or ``"keep"``: what was done with non-smooth elements.
         nonsmooth_samples: Transitions with at least one non-smooth column.
+        mismatch_samples: Of those, transitions whose Jacobian was marked as not
+            the env's own (every column flagged: the backend's next state left
+            the env's, ``jacobian_mismatch``), left out whole.
         nonsmooth_columns: Per column of ``[J_s | J_a]``, transitions in which it is
             non-smooth.
         sweep: One row per threshold of :data:`SWEEP_THRESHOLDS` (and ``threshold``):
@@ -172,6 +179,8 @@ class DatasetAnalysis:
     nonsmooth: str = "mask"
     nonsmooth_samples: int = 0
     nonsmooth_columns: np.ndarray | None = None
+    mismatch_samples: int = 0
+    complete_episodes: int = 0
     sweep: list[dict[str, float]] = field(default_factory=list)
     tsne: np.ndarray | None = None
     tsne_sparsity: np.ndarray | None = field(default=None, repr=False)
@@ -217,6 +226,7 @@ class DatasetAnalysis:
             "mean_nonzero_run": round(_hist_mean(self.nonzero_run_hist), 2),
             "steps_with_contact_pct": round(100 * self.contacts.steps_with_contact, 1),
             "nonsmooth_samples": self.nonsmooth_samples,
+            "mismatch_samples": self.mismatch_samples,
             "precision": self.precision,
             "threshold": self.threshold,
             "jacobian_backend": self.jacobian_backend,
@@ -265,6 +275,7 @@ class _Pass:
     valid_packed: np.ndarray | None = None
     nonsmooth_samples: int = 0
     nonsmooth_columns: np.ndarray = field(init=False)
+    mismatch_samples: int = 0
     sweep: dict[float, tuple[GlobalZeros, SparsityMeans]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -283,6 +294,7 @@ class _Pass:
         hi, d_t = lo + len(jac), self.shape[0]
         self.nonsmooth_samples += int(flags.any(axis=1).sum())
         self.nonsmooth_columns += flags.sum(axis=0)
+        self.mismatch_samples += int(mismatch_rows(flags, d_t).sum())
         valid = valid_mask(flags, d_t) if mask else None
         if valid is not None and self.valid_packed is None:
             self.valid_packed = np.full((self.n, self._bytes), 255, dtype=np.uint8)
@@ -401,10 +413,13 @@ def analyse_dataset(
         if len(reader) == 0:
             raise ValueError(f"{path} holds no transitions")
         thr = float(meta.threshold if threshold is None else threshold)
+        check_threshold_precision(thr, meta.precision, f"analyse_dataset({reader.path.name})")
         shape = (meta.d_t, meta.d_t + meta.d_a)
         acc = _stream(reader, shape, thr, nonsmooth == "mask", sweep)
         n_contacts = reader.read("n_contacts")
         runs, episodes, pattern_changed, contact_changed = _episodes(reader, acc, n_contacts)
+        ended = reader.read("terminated") | reader.read("truncated")
+        complete = sum(bool(ended[rows[-1]]) for rows in episodes.values())
         best = max(episodes, key=lambda e: (len(episodes[e]), -e))
         tsne, tsne_sp = (None, None)
         if tsne_samples > 0 and len(reader) >= 5:
@@ -420,6 +435,7 @@ def analyse_dataset(
             action_labels=meta.action_labels,
             n_samples=len(reader),
             n_episodes=len(episodes),
+            complete_episodes=complete,
             sparsity=acc.sparsity,
             global_zeros=acc.global_zeros,
             distinct_patterns=acc.patterns.distinct,
@@ -437,6 +453,7 @@ def analyse_dataset(
             nonsmooth=nonsmooth,
             nonsmooth_samples=acc.nonsmooth_samples,
             nonsmooth_columns=acc.nonsmooth_columns,
+            mismatch_samples=acc.mismatch_samples,
             sweep=acc.sweep_rows(),
             tsne=tsne,
             tsne_sparsity=tsne_sp,

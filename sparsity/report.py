@@ -134,6 +134,15 @@ def _global_zero_lines(a: DatasetAnalysis, limit: int = 40) -> list[str]:
     return [f"Elements zero in every sample: {shown}{more}."]
 
 
+def _episode_note(a: DatasetAnalysis) -> str:
+    partial = a.n_episodes - a.complete_episodes
+    if partial == 0:
+        return "all complete"
+    if a.complete_episodes == 0:
+        return "all cut off by the end of collection"
+    return f"{a.complete_episodes} complete, {partial} cut off by the end of collection"
+
+
 def _nonsmooth_lines(a: DatasetAnalysis) -> list[str]:
     if not a.nonsmooth_samples:
         return ["No transition has a non-smooth column (no action on its control bound)."]
@@ -145,11 +154,18 @@ def _nonsmooth_lines(a: DatasetAnalysis) -> list[str]:
         if a.nonsmooth == "mask"
         else "counted as they are (`nonsmooth='keep'`)"
     )
+    mismatch = (
+        f" Of them, {a.mismatch_samples} have every column flagged: their Jacobian is not "
+        "the env's own (the backend's next state left the env's, `jacobian_mismatch`; "
+        "docs/pitfalls.md), so they are left out whole."
+        if a.mismatch_samples
+        else ""
+    )
     return [
         f"{a.nonsmooth_samples} of {a.n_samples} transitions "
         f"({_fmt(100 * a.nonsmooth_samples / a.n_samples)}%) have a column taken at a "
         f"non-smooth point (an action exactly on its control bound, where autodiff reports "
-        f"half the slope); transitions per column: {where}. Those elements are {what}."
+        f"half the slope); transitions per column: {where}. Those elements are {what}." + mismatch
     ]
 
 
@@ -159,7 +175,8 @@ def _env_section(a: DatasetAnalysis, figs: dict[str, str]) -> list[str]:
         f"## {a.env_name}",
         "",
         f"Data: `{os.path.basename(a.path)}`, {a.n_samples} transitions in {a.n_episodes} "
-        f"episodes, collected by {a.policy}, simulator precision {a.precision}.",
+        f"episodes ({_episode_note(a)}), collected by {a.policy}, simulator precision "
+        f"{a.precision}.",
         "",
         "### Q1: global sparsity",
         "",

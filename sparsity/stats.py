@@ -11,11 +11,16 @@ in float64). ``J`` below is the combined ``[J_s | J_a]`` of shape
 Elements taken at a non-smooth point of the step (``jacobian_nonsmooth``: an
 action exactly on its control bound, where autodiff reports half the slope)
 are neither zero nor non-zero: the statistics take an optional ``valid`` mask
-and leave such elements out (:func:`valid_mask`).
+and leave such elements out (:func:`valid_mask`). A step whose Jacobian is not
+the env's own (its backend's next state left the env's, ``jacobian_mismatch``)
+has every column flagged, so it is left out whole; :func:`mismatch_rows`
+counts such steps back from the flags (a control bound never flags a state
+column).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,13 +31,49 @@ __all__ = [
     "PatternCounter",
     "RunLengths",
     "SparsityMeans",
+    "check_threshold_precision",
     "combine",
+    "mismatch_rows",
     "sample_sparsity",
     "valid_mask",
     "zero_mask",
 ]
 
 DEFAULT_THRESHOLD = 1e-15
+
+#: The smallest zero threshold that float32 Jacobians can resolve: float32
+#: round-off turns exact (float64) zeros into values up to 4.4e-7 (ReacherHard,
+#: docs/pitfalls.md#precision), so a threshold below this finds none of them.
+FLOAT32_MIN_THRESHOLD = 1e-6
+
+
+def check_threshold_precision(threshold: float, precision: str | np.dtype, where: str) -> bool:
+    """Warn when ``threshold`` is below what Jacobians of ``precision`` can resolve.
+
+    With float32 Jacobians and a threshold under :data:`FLOAT32_MIN_THRESHOLD`
+    (the study's 1e-15 included), exact zeros read as round-off: ReacherHard's
+    mean sparsity reads 0.000 in float32 against 0.125 in float64.
+
+    Args:
+        threshold: The zero threshold in use.
+        precision: ``"float32"``/``"float64"`` or a dtype.
+        where: Who is checking (named in the warning).
+
+    Returns:
+        Whether it warned.
+    """
+    if np.dtype(precision) != np.float32 or threshold >= FLOAT32_MIN_THRESHOLD:
+        return False
+    warnings.warn(
+        f"{where}: zero threshold {threshold:g} on float32 Jacobians, whose exact zeros "
+        f"read as round-off up to 4.4e-7, so the sparsity will read near 0 (ReacherHard: "
+        f"0.000 in float32, 0.125 in float64). Use precision='float64' for sparsity "
+        f"(e.g. PlaygroundVecEnv(..., precision='float64'), the default with Jacobians); "
+        "docs/pitfalls.md#precision",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def zero_mask(jac: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
@@ -64,6 +105,19 @@ def valid_mask(nonsmooth: np.ndarray | None, rows: int) -> np.ndarray | None:
     if not flags.any():
         return None
     return np.broadcast_to(~flags[:, None, :], (flags.shape[0], rows, flags.shape[1]))
+
+
+def mismatch_rows(nonsmooth: np.ndarray, state_columns: int) -> np.ndarray:
+    """``(n,)`` bool: the steps marked mismatched (every state column flagged).
+
+    Args:
+        nonsmooth: ``(n, cols)`` bool, ``jacobian_nonsmooth`` per step.
+        state_columns: Columns of ``J_s`` (``d_t``); with none, no step is marked.
+    """
+    flags = np.asarray(nonsmooth, dtype=bool)
+    if state_columns == 0:
+        return np.zeros(flags.shape[0], dtype=bool)
+    return flags[:, :state_columns].all(axis=1)
 
 
 def _fraction(zeros: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
@@ -207,29 +261,37 @@ class GlobalZeros:
 
 
 class PatternCounter:
-    """Number of distinct zero patterns seen (each mask hashed as packed bits).
+    """Distinct zero patterns seen (each mask hashed as packed bits).
 
-    With ``valid`` masks a pattern is the zeros among the valid elements
-    together with which elements are left out.
+    A pattern is the set of zero elements among the valid ones (a left-out
+    element counts as not zero). Which elements were left out is counted
+    apart, in :attr:`distinct_left_out`, so that ``distinct`` means what its
+    name says.
     """
 
     def __init__(self) -> None:
         self._seen: set[bytes] = set()
+        self._left_out: set[bytes] = set()
 
     def update(self, zeros: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Add ``(n, ...)`` zero masks (and optional validity masks)."""
         zeros = np.asarray(zeros, dtype=bool).reshape(len(zeros), -1)
-        if valid is None:
-            left_out = np.zeros_like(zeros)
-        else:
+        if valid is not None:
             left_out = ~np.asarray(valid, dtype=bool).reshape(len(zeros), -1)
-        packed = np.packbits(np.concatenate([zeros & ~left_out, left_out], axis=1), axis=1)
-        self._seen.update(row.tobytes() for row in packed)
+            zeros = zeros & ~left_out
+            flagged = left_out[left_out.any(axis=1)]
+            self._left_out.update(row.tobytes() for row in np.packbits(flagged, axis=1))
+        self._seen.update(row.tobytes() for row in np.packbits(zeros, axis=1))
 
     @property
     def distinct(self) -> int:
-        """Distinct patterns so far."""
+        """Distinct zero patterns so far."""
         return len(self._seen)
+
+    @property
+    def distinct_left_out(self) -> int:
+        """Distinct non-empty sets of left-out elements so far."""
+        return len(self._left_out)
 
 
 class RunLengths:

@@ -137,6 +137,13 @@ def test_report_numbers_match_direct_computation(cartpole_data, tmp_path):
     assert row["mean_sparsity_J_s"] == pytest.approx(zeros[:, :, :d_s].mean(), abs=1e-4)
     md = (out / "report.md").read_text()
     assert "float64" in md and "CartpoleBalance" in md and "Q3" in md
+    with jw.TransitionReader(cartpole_data) as r:  # episodes cut off by the end, said so
+        ended, step = r.read("terminated") | r.read("truncated"), r.read("step")
+        last = {ep: rows[np.argmax(step[rows])] for ep, rows in r.episode_index().items()}
+    complete = sum(bool(ended[i]) for i in last.values())
+    assert analysis.complete_episodes == complete and analysis.n_episodes == len(last)
+    assert 0 < complete < len(last)  # 500 rows of 4 envs: both kinds
+    assert f"{complete} complete, {len(last) - complete} cut off by the end of collection" in md
     assert "| CartpoleBalance | 4 | 1 | 500 |" in (out / "summary.md").read_text()
 
 

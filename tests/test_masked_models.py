@@ -437,6 +437,10 @@ def test_q4_script_trains_the_model_family_with_shift_data(tmp_path) -> None:
         a = agg[(r["model"], r["loss"])]
         assert a["seeds"] == "2"
         assert float(a["mse_normalised_mean"]) == pytest.approx(float(r["mse_normalised"]))
+    # A model the losses cannot train is named in an error, not dropped.
+    bad = [*cmd[: cmd.index("--losses")], "--losses", "state-mask", *cmd[cmd.index("--seeds") :]]
+    done = subprocess.run(bad, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "--model mlp has no run" in done.stderr
 
 
 def test_masked_training_resumes_exactly(linear_h5, tmp_path) -> None:

@@ -320,3 +320,25 @@ def test_complex_action_is_refused(cartpole64) -> None:
     cartpole64.reset(seed=0)
     with pytest.raises(TypeError, match="action must be real, got a complex array"):
         cartpole64.step(np.array([0.5 + 0.1j]))
+
+
+def test_playground_model_deprecation_is_quiet_and_other_warnings_pass() -> None:
+    """MuJoCo's 'settotalmass' notice about Playground's own XML is dropped while it loads;
+    any other MuJoCo warning still reaches the handler that was there before."""
+    import mujoco
+
+    from jacobian_wrappers.simulator import _quiet_model_deprecations
+
+    seen: list[str] = []
+    mujoco.set_mju_user_warning(seen.append)
+    try:
+        with _quiet_model_deprecations():
+            mujoco.MjModel.from_xml_string(
+                '<mujoco><compiler settotalmass="2"/><worldbody><body><joint/>'
+                '<geom size="0.1"/></body></worldbody></mujoco>'
+            )
+            mujoco.get_mju_user_warning()("some other warning")  # as MuJoCo would call it
+        assert seen == ["some other warning"]
+        assert mujoco.get_mju_user_warning() is not None  # the previous handler is back
+    finally:
+        mujoco.set_mju_user_warning(None)

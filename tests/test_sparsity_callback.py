@@ -127,8 +127,10 @@ def test_ppo_logs_to_tensorboard(tmp_path: Path) -> None:
     assert gz_state[max(gz_state)] == always[:, :4].sum()
     assert gz_action[max(gz_action)] == always[:, 4:].sum()
     patterns = {e.step: e.value for e in acc.Scalars("sparsity/distinct_patterns")}
-    distinct = {((z & v).tobytes(), v.tobytes()) for z, v in zip(zeros, valid, strict=True)}
+    distinct = {(z & v).tobytes() for z, v in zip(zeros, valid, strict=True)}
     assert patterns[max(patterns)] == len(distinct)
+    left_out = {e.step: e.value for e in acc.Scalars("sparsity/distinct_left_out")}
+    assert left_out[max(left_out)] == len({(~v).tobytes() for v in valid if not v.all()})
     for tag in tags["scalars"]:  # a statistic not yet defined is absent, never NaN
         assert all(np.isfinite(e.value) for e in acc.Scalars(tag)), tag
     assert cb.state_labels == venv.tangent_labels and cb.action_labels == venv.action_labels

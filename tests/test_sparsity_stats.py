@@ -157,6 +157,8 @@ def test_masked_statistics_leave_non_smooth_elements_out() -> None:
     np.testing.assert_array_equal(g.valid_count, [[2, 2, 1], [2, 2, 1]])
     p = PatternCounter()
     p.update(zeros[:1], valid[:1])
-    p.update(zeros[:1])  # the same zeros, nothing left out: another pattern
+    assert (p.distinct, p.distinct_left_out) == (1, 1)
+    p.update(zeros[:1] & valid[:1])  # the same zeros, nothing left out: the same pattern
     p.update(zeros[:1], np.ones_like(valid[:1]))  # all valid == no mask
-    assert p.distinct == 2
+    expected = {(zeros[0] & valid[0]).tobytes(), zeros[0].tobytes()}
+    assert (p.distinct, p.distinct_left_out) == (len(expected), 1)

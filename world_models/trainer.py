@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from sparsity.stats import check_threshold_precision
 from world_models.base import DynamicsModel
 from world_models.checkpoint import load_checkpoint, save_checkpoint
 from world_models.config import TrainConfig
@@ -200,6 +201,10 @@ class Trainer:
         if resumed is not None:
             self._restore(resumed)
         self.threshold = config.threshold if config.threshold is not None else self.meta.threshold
+        if self.meta.jacobians:
+            check_threshold_precision(
+                min(self.threshold, *config.eval_thresholds), self.meta.precision, "train"
+            )
         self.batches = self._build_batches()
         self.rows_seen = 0
 
@@ -358,10 +363,7 @@ class Trainer:
                     self.save()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{entry.get('loss/total', math.nan):.4g}",
-                        test_mse=f"{entry.get('test/mse_normalised', math.nan):.4g}",
-                    )
+                    _show(bar, entry)
                 if any(cb.on_epoch_end(self, entry) is False for cb in self.callbacks):
                     break
             elapsed = time.perf_counter() - start
@@ -370,6 +372,8 @@ class Trainer:
                 final = _epoch_metrics(metrics)
                 self.history[-1].update({f"test/{k}": v for k, v in final.items()})
                 self._log(writer, {f"test/{k}": v for k, v in final.items()}, self.epoch)
+                if bar is not None:  # the last epoch's test MSE exists only now
+                    _show(bar, self.history[-1])
             if writer is not None:
                 for h, v in enumerate(metrics.horizon_mse_normalised, start=1):
                     writer.add_scalar("rollout/mse_normalised", v, h)
@@ -496,3 +500,11 @@ class Trainer:
             if key == "samples_per_second":
                 tag = "speed/samples_per_second"
             writer.add_scalar(tag, value, step)
+
+
+def _show(bar: Any, entry: dict[str, float]) -> None:
+    """An epoch's training loss and test MSE (NaN until evaluated) on the progress bar."""
+    bar.set_postfix(
+        loss=f"{entry.get('loss/total', math.nan):.4g}",
+        test_mse=f"{entry.get('test/mse_normalised', math.nan):.4g}",
+    )
