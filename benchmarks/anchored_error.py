@@ -7,7 +7,7 @@ trained on ``--train-steps`` real steps of random actions and scored on
 ``--fresh-steps`` steps it has not seen. For each fresh transition
 ``(s, a_real, s'_real)`` a new action ``a`` is drawn within ``±delta`` of
 ``a_real`` (clipped to the box), the truth ``step(s, a)`` comes from the
-simulator (:class:`mbrl.SimulatorModel`), and each member ``f`` predicts it
+simulator (:class:`dynamic_sparsity.mbrl.SimulatorModel`), and each member ``f`` predicts it
 plainly, ``f(s, a)``, and anchored, ``s'_real + f(s, a) - f(s, a_real)``
 (``MBPO(rollout_anchor=True)``'s first rollout step). Printed: the
 normalised MSE of both (the next state's std, as ``model/fresh_mse``),
@@ -48,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import jacobian_wrappers as jw
-    from mbrl import MBPO_MODEL_CONFIG, SimulatorModel
+    from dynamic_sparsity.mbrl import MBPO_MODEL_CONFIG, SimulatorModel
     from world_models import DynamicsEnsemble, EnsembleTrainer
 
     rng = np.random.default_rng(args.seed)

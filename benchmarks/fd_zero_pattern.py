@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 import jacobian_wrappers as jw
-from sparsity import DEFAULT_THRESHOLD
+from dynamic_sparsity.analysis import DEFAULT_THRESHOLD
 
 
 def compare(env_name: str, steps: int, n_envs: int, seed: int = 0) -> dict[str, float]:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jacobian_wrappers as jw
-from sparsity import DEFAULT_THRESHOLD
+from dynamic_sparsity.analysis import DEFAULT_THRESHOLD
 
 
 def compare(env_name: str, steps: int, n: int, seed: int = 0) -> dict[str, float]:

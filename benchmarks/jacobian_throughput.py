@@ -9,6 +9,11 @@ For each env and batch size, measured side by side in one run:
   recomputed;
 * ``unrolled``: the same with ``jacobian_method="unrolled"`` (tangents through
   every solver iteration: the path before implicit differentiation);
+* ``jitted``: the exact variant's own jitted step alone (device arrays in and
+  out, no host transfer, no info dicts, no recomputation): the ceiling of what
+  ``step()`` can deliver; ``full / jitted`` is the share reaching the user;
+* ``collect``: ``jacobian_wrappers.collect`` of the exact variant into an HDF5
+  file (rows/s, the episode bookkeeping and the writer included);
 * ``vec``: the same VecEnv with ``jacobians=False``;
 * ``bound``: a hand-written ``jax.jit(jax.vmap(jax.jacfwd(step)))`` of MJX's
   plain step on device arrays, no host transfer: the bound of the unrolled path;
@@ -21,7 +26,9 @@ The variants are timed in alternating rounds (median of 5), so their ratios
 see the same machine load.
 
     python benchmarks/jacobian_throughput.py [--envs CartpoleBalance CheetahRun ...]
-        [--n-envs 1 16 64] [--seconds 3] [--precision float32]
+        [--n-envs 1 16 64] [--seconds 3] [--precision float32] [--skip unrolled bound fd]
+
+It runs unchanged on a GPU (``--n-envs 1024 4096 16384 --skip fd``).
 
 (all eight study envs by default).
 """
@@ -29,6 +36,7 @@ see the same machine load.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import jax
@@ -79,6 +87,38 @@ def vec_stepper(env_name: str, n: int, precision: str, **kwargs):
     return step
 
 
+def jitted_stepper(env_name: str, n: int, precision: str, method=None):
+    """The exact VecEnv's own jitted step on device arrays: no host work at all."""
+    venv = jw.PlaygroundVecEnv(env_name, n, seed=0, precision=precision, jacobian_method=method)
+    venv.reset()
+    venv.warm_up()
+    fn = venv._step_fns[True]  # the program step() runs
+    with venv.sim.scope():
+        actions = jax.device_put(
+            np.random.default_rng(0).uniform(-1, 1, (n, *venv.action_space.shape))
+        )
+    carry = [venv._state, venv._keys, venv._elapsed]
+
+    def step() -> None:
+        *carry[:], host = fn(*carry, actions)
+        jax.block_until_ready(host)
+
+    return step
+
+
+def collect_stepper(env_name: str, n: int, precision: str, folder: str, method=None):
+    """``collect`` of 8 vector steps of the exact VecEnv into an HDF5 file (rows per call)."""
+    venv = jw.PlaygroundVecEnv(env_name, n, seed=0, precision=precision, jacobian_method=method)
+    venv.reset()
+    venv.warm_up()
+    path = f"{folder}/{env_name}_{n}.h5"
+
+    def step() -> None:
+        jw.collect(venv, 8 * n, path, overwrite=True)
+
+    return step
+
+
 def bound_stepper(env_name: str, n: int, precision: str):
     """Hand-written ``jit(vmap(jacfwd(step)))`` of the state, on device arrays."""
     sim = jw.get_simulator(env_name, precision)
@@ -119,10 +159,12 @@ def fd_stepper(env_name: str, n: int, n_threads: int):
     return lambda: fd(states, ctrls, warm)
 
 
-VARIANTS = ("vec", "exact", "unrolled", "bound", "fd1", "fd2")
+VARIANTS = ("vec", "exact", "jitted", "collect", "unrolled", "bound", "fd1", "fd2")
 
 
-def _steppers(env_name: str, n: int, precision: str, skip: list[str], method=None) -> dict:
+def _steppers(
+    env_name: str, n: int, precision: str, skip: list[str], folder: str, method=None
+) -> dict:
     """The variants' step callables, those in ``skip`` left out (``"fd"``: both FDs).
 
     ``method`` is the exact variant's ``jacobian_method`` (``None``: the default).
@@ -130,6 +172,8 @@ def _steppers(env_name: str, n: int, precision: str, skip: list[str], method=Non
     makers = {
         "vec": lambda: vec_stepper(env_name, n, precision, jacobians=False),
         "exact": lambda: vec_stepper(env_name, n, precision, jacobian_method=method),
+        "jitted": lambda: jitted_stepper(env_name, n, precision, method),
+        "collect": lambda: collect_stepper(env_name, n, precision, folder, method),
         "unrolled": lambda: vec_stepper(env_name, n, precision, jacobian_method="unrolled"),
         "bound": lambda: bound_stepper(env_name, n, precision),
         "fd1": lambda: fd_stepper(env_name, n, 1),
@@ -148,7 +192,7 @@ def main() -> None:
         "--skip",
         nargs="*",
         default=[],
-        choices=["unrolled", "bound", "fd"],
+        choices=["unrolled", "bound", "fd", "collect"],
         help="variants left out (each compiles its own programs: minutes per env in float64)",
     )
     parser.add_argument(
@@ -164,26 +208,46 @@ def main() -> None:
         f"mujoco {mujoco.__version__}"
     )
     print(
-        "| env | n_envs | vec steps/s | exact Jacobians/s | recomputed | unrolled Jacobians/s "
-        "| bound Jacobians/s | FD 1t Jacobians/s | FD 2t Jacobians/s | exact / unrolled "
-        "| exact / FD 2t | FD 2t / FD 1t |"
+        "| env | n_envs | vec steps/s | exact Jacobians/s | recomputed | jitted alone "
+        "Jacobians/s | exact / jitted | collect rows/s | collect / jitted "
+        "| unrolled Jacobians/s | bound Jacobians/s | FD 1t Jacobians/s | FD 2t Jacobians/s "
+        "| exact / unrolled | exact / FD 2t | FD 2t / FD 1t |"
     )
-    print("|---" * 12 + "|")
+    print("|---" * 16 + "|")
     nan = float("nan")
-    for env_name in args.envs:
-        for n in args.n_envs:
-            fns = _steppers(env_name, n, args.precision, args.skip, args.jacobian_method)
-            r = dict.fromkeys(VARIANTS, nan)
-            r |= interleaved_rates(fns, dict.fromkeys(fns, n), len(fns) * args.seconds)
-            counts = fns["exact"].venv.jacobian_counts
-            redo = counts["recomputed"] / max(1, counts["step"] + counts["recomputed"])
-            cells = [r["vec"], r["exact"]]
-            ratios = [r["exact"] / r["unrolled"], r["exact"] / r["fd2"], r["fd2"] / r["fd1"]]
-            rates = [r[k] for k in ("unrolled", "bound", "fd1", "fd2")]
-            row = [f"{x:,.0f}" for x in cells] + [f"{redo:.1%}"]
-            row += ["-" if x != x else f"{x:,.0f}" for x in rates]
-            row += ["-" if x != x else f"{x:.2f}" for x in ratios]
-            print(f"| {env_name} | {n} | " + " | ".join(row) + " |", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for env_name in args.envs:
+            for n in args.n_envs:
+                fns = _steppers(
+                    env_name, n, args.precision, args.skip, folder, args.jacobian_method
+                )
+                items = dict.fromkeys(fns, n) | ({"collect": 8 * n} if "collect" in fns else {})
+                r = dict.fromkeys(VARIANTS, nan)
+                r |= interleaved_rates(fns, items, len(fns) * args.seconds)
+                counts = fns["exact"].venv.jacobian_counts
+                redo = counts["recomputed"] / max(1, counts["step"] + counts["recomputed"])
+                cells = [r["vec"], r["exact"]]
+                mid = [
+                    r["jitted"],
+                    r["exact"] / r["jitted"],
+                    r["collect"],
+                    r["collect"] / r["jitted"],
+                ]
+                ratios = [r["exact"] / r["unrolled"], r["exact"] / r["fd2"], r["fd2"] / r["fd1"]]
+                rates = [r[k] for k in ("unrolled", "bound", "fd1", "fd2")]
+                row = [f"{x:,.0f}" for x in cells] + [f"{redo:.1%}"]
+                row += [_fmt(mid[0]), _pct(mid[1]), _fmt(mid[2]), _pct(mid[3])]
+                row += [_fmt(x) for x in rates]
+                row += ["-" if x != x else f"{x:.2f}" for x in ratios]
+                print(f"| {env_name} | {n} | " + " | ".join(row) + " |", flush=True)
+
+
+def _fmt(x: float) -> str:
+    return "-" if x != x else f"{x:,.0f}"
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{x:.0%}"
 
 
 if __name__ == "__main__":

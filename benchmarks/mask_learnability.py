@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sparsity.storage import TransitionReader
+from dynamic_sparsity.analysis.storage import TransitionReader
 from world_models import split_episodes
 from world_models.contact_features import FloorDistances, contact_spec
 from world_models.evaluate import _f1, _ratio

@@ -38,7 +38,7 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
     from stable_baselines3 import SAC
 
     import jacobian_wrappers as jw
-    from mbrl import MBPO
+    from dynamic_sparsity.mbrl import MBPO
 
     env = jw.PlaygroundVecEnv(args.env, n_envs=1, seed=0, jacobians=True, precision="float64")
     common = dict(learning_starts=args.learning_starts, gradient_steps=args.gradient_steps, seed=0)

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 import jacobian_wrappers as jw
-from sparsity import DEFAULT_THRESHOLD
+from dynamic_sparsity.analysis import DEFAULT_THRESHOLD
 
 
 def compare(env_name: str, steps: int, threshold: float) -> dict:

@@ -4,7 +4,7 @@ The reference is the home-made pool that ``examples/train_world_models.py
 --workers 2`` used before Ray replaced it: a ``ProcessPoolExecutor`` of
 ``spawn`` workers, one run per worker, one torch thread each. It is kept
 here so the comparison can be rerun. Both engines train the same grid with
-:func:`sweeps.run_job` (same data, same settings, fresh output folders), one
+:func:`dynamic_sparsity.sweeps.run_job` (same data, same settings, fresh output folders), one
 engine after the other, alternating over ``--rounds``; Ray's start-up and
 shut-down are counted in its time. Target: Ray within 10 % of the pool.
 
@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from sweeps import SweepJob, run_job, run_sweep
+from dynamic_sparsity.sweeps import SweepJob, run_job, run_sweep
 from world_models import TrainConfig
 
 CACHE = Path.home() / ".cache" / "dynamic-sparsity" / "bench"

@@ -58,9 +58,9 @@ class DatasetCallback(BaseCallback):
         self.recorder = None
 
     def _on_training_start(self) -> None:
+        from dynamic_sparsity.analysis.storage import TransitionWriter
         from jacobian_wrappers.collection import TransitionRecorder, check_recordable
         from jacobian_wrappers.vec_transitions import dataset_meta
-        from sparsity.storage import TransitionWriter
 
         check_recordable(self.training_env, "DatasetCallback")
         meta = dataset_meta(

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from sparsity.figures import sparsity_timeline_figure, zero_frequency_figure
+from dynamic_sparsity.analysis.figures import sparsity_timeline_figure, zero_frequency_figure
 
 __all__ = ["LiveHeatmap", "LiveTimeline"]
 
@@ -46,7 +46,7 @@ class _Blitter:
 
 
 class LiveHeatmap:
-    """The labelled zero-frequency heatmap of :func:`~sparsity.figures.zero_frequency_figure`.
+    """The labelled zero-frequency heatmap of ``analysis.figures.zero_frequency_figure``.
 
     Args:
         state_labels: ``d_s`` labels.
@@ -76,7 +76,7 @@ class LiveHeatmap:
 
 
 class LiveTimeline:
-    """The per-step sparsity plot of :func:`~sparsity.figures.sparsity_timeline_figure`.
+    """The per-step sparsity plot of ``analysis.figures.sparsity_timeline_figure``.
 
     The axes are laid out for one episode length; a different length rebuilds
     them (Playground episodes have a fixed length, so that is rare).

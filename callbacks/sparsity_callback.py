@@ -9,8 +9,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
 
 from callbacks.live_figures import LiveHeatmap, LiveTimeline
-from jacobian_wrappers.vec_transitions import base_venv, check_env_has_jacobians
-from sparsity.stats import (
+from dynamic_sparsity.analysis.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
     PatternCounter,
@@ -23,8 +22,9 @@ from sparsity.stats import (
     valid_mask,
     zero_mask,
 )
+from jacobian_wrappers.vec_transitions import check_env_has_jacobians
 
-__all__ = ["SparsityCallback", "base_venv", "check_env_has_jacobians"]
+__all__ = ["SparsityCallback", "check_env_has_jacobians"]
 
 _NOT_TB = ("stdout", "log", "json", "csv")
 _MAX_BLOCK = 256  # steps buffered before their statistics are computed
@@ -82,6 +82,17 @@ class SparsityCallback(BaseCallback):
         heatmap_freq: Log the figures every this many calls.
         verbose: 1 prints a line per log.
         info_keys: Names of the info keys, if renamed in ``JacobianWrapper``.
+
+    Example:
+        >>> from stable_baselines3 import PPO
+        >>> import jacobian_wrappers as jw
+        >>> from callbacks import SparsityCallback
+        >>> venv = jw.PlaygroundVecEnv("CartpoleBalance", n_envs=2, episode_length=8)
+        >>> callback = SparsityCallback(log_freq=8)
+        >>> agent = PPO("MlpPolicy", venv, n_steps=16, batch_size=32, seed=0)
+        >>> agent = agent.learn(32, callback=callback)
+        >>> callback.global_zeros.samples  # every Jacobian of the 32 steps
+        32
     """
 
     def __init__(

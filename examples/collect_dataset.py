@@ -106,8 +106,8 @@ def main() -> None:
 
 def shards(parser: argparse.ArgumentParser, args: argparse.Namespace, env_kwargs: dict) -> None:
     """``--shard K/N`` (this process collects one shard) or ``--ray --shards N``."""
-    from sparsity import open_reader
-    from sweeps import collect_shard, collect_shards, import_ray
+    from dynamic_sparsity.analysis import open_reader
+    from dynamic_sparsity.sweeps import collect_shard, collect_shards, import_ray
 
     common = dict(n_envs=args.n_envs, seed=args.seed, policy=args.policy, **env_kwargs)
     common.update(

@@ -80,7 +80,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
     from stable_baselines3.common.callbacks import BaseCallback
 
     import jacobian_wrappers as jw
-    from mbrl import MBPO, MBPO_MODEL_CONFIG
+    from dynamic_sparsity.mbrl import MBPO, MBPO_MODEL_CONFIG
 
     env = jw.PlaygroundVecEnv(args.env, n_envs=1, seed=seed, jacobians=True, precision="float64")
     eval_env = jw.PlaygroundVecEnv(

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import jacobian_wrappers as jw
-    from sparsity import analyse_dataset, write_report
+    from dynamic_sparsity.analysis import analyse_dataset, write_report
 
     out = Path(args.out)
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from sparsity import analyse_dataset, write_report
+from dynamic_sparsity.analysis import analyse_dataset, write_report
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sweeps import SweepJob, run_sweep
+from dynamic_sparsity.sweeps import SweepJob, run_sweep
 from world_models import (
     LOSS_MODES,
     MASKED_MODELS,
@@ -437,7 +437,7 @@ def main() -> None:
     if args.resume and not args.ray:
         parser.error("--resume continues a --ray sweep; without --ray a rerun resumes by itself")
     if args.ray:
-        from sweeps import import_ray
+        from dynamic_sparsity.sweeps import import_ray
 
         try:
             import_ray()

@@ -15,6 +15,7 @@ if not _os.environ.get("DISPLAY"):
 
 # First: sets XLA_FLAGS before anything below can start a JAX backend.
 import jacobian_wrappers._xla_flags  # noqa: F401
+from dynamic_sparsity.analysis.storage import DatasetMeta, TransitionReader, TransitionWriter
 from jacobian_wrappers._precision import PRECISIONS
 from jacobian_wrappers.collection import CollectionResult, TransitionRecorder, collect, make_policy
 from jacobian_wrappers.compilation_cache import (
@@ -33,7 +34,6 @@ from jacobian_wrappers.simulator import Simulator, Transition, get_simulator
 from jacobian_wrappers.state_space import StateSpace
 from jacobian_wrappers.task_functions import TaskFunctions
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
-from sparsity.storage import DatasetMeta, TransitionReader, TransitionWriter
 
 register_gymnasium_envs()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jax
 
-from sparsity._versions import installed_versions
+from dynamic_sparsity.analysis._versions import installed_versions
 
 __all__ = ["exported_or_jit"]
 

@@ -11,7 +11,9 @@ this module is imported, which ``jacobian_wrappers`` does first. It only
 affects XLA's CPU backend, and only takes effect if no JAX backend has started
 yet: import ``jacobian_wrappers`` before running JAX code, or set the flag
 yourself.
-``DYNAMIC_SPARSITY_XLA_FLAGS=off`` leaves ``XLA_FLAGS`` alone.
+``DYNAMIC_SPARSITY_XLA_FLAGS=off`` leaves ``XLA_FLAGS`` alone, and so does a
+jaxlib with a GPU or TPU plugin (unless ``JAX_PLATFORMS=cpu``): MJX then runs on
+the accelerator, which the flag does not concern.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def configure_xla_cpu() -> bool:
         return CPU_FLAG in flags  # the user's own choice
     if os.environ.get(_OPT_OUT, "").lower() == "off":
         return False
+    if _accelerator_jaxlib():
+        return False  # the flag tunes XLA's CPU backend only; an accelerator runs MJX here
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():
@@ -51,6 +55,20 @@ def configure_xla_cpu() -> bool:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {CPU_FLAG}".strip()
     return True
+
+
+def _accelerator_jaxlib() -> bool:
+    """Whether JAX will run on a GPU or TPU.
+
+    True when an accelerator plugin is installed and ``JAX_PLATFORMS`` does not
+    ask for the CPU.
+    """
+    import importlib.util
+
+    if os.environ.get("JAX_PLATFORMS", "").lower().startswith("cpu"):
+        return False
+    plugins = ("jax_cuda13_plugin", "jax_cuda12_plugin", "jax_rocm60_plugin", "libtpu")
+    return any(importlib.util.find_spec(name) is not None for name in plugins)
 
 
 configure_xla_cpu()

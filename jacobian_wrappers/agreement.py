@@ -11,7 +11,7 @@ column of its ``jacobian_nonsmooth`` is set, so the statistics, data sets and
 losses that leave out non-smooth columns leave the whole step out, with no
 new field to carry. A row whose state columns are all flagged is therefore a
 mismatched step (an action on its control bound never flags a state column):
-:func:`sparsity.stats.mismatch_rows` counts them back from any data set.
+:func:`dynamic_sparsity.analysis.stats.mismatch_rows` counts them back from any data set.
 
 The tolerance (:data:`MISMATCH_TOLERANCE`) is relative, ``|s_b - s_env| / (1 +
 |s_env|)`` per element. In float64 two implementations of the same dynamics

@@ -20,16 +20,15 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
+from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD, check_threshold_precision
+from dynamic_sparsity.analysis.storage import TransitionWriter
 from jacobian_wrappers._validation import check_int
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
 from jacobian_wrappers.vec_transitions import (
-    base_venv,
     check_env_has_jacobians,
     dataset_meta,
     vec_transition,
 )
-from sparsity.stats import DEFAULT_THRESHOLD, check_threshold_precision
-from sparsity.storage import TransitionWriter
 
 __all__ = [
     "CollectionResult",
@@ -237,7 +236,7 @@ def check_recordable(env: Any, user: str) -> None:
             f"{user} needs an SB3 VecEnv (a PlaygroundVecEnv, or a DummyVecEnv/SubprocVecEnv "
             f"of JacobianWrapper envs), got {type(env).__name__}"
         )
-    base = base_venv(env)
+    base = env.unwrapped
     if isinstance(base, PlaygroundVecEnv):
         if base.jacobians and base.jacobian_every != 1:
             raise ValueError(
@@ -316,12 +315,21 @@ def collect(
         overwrite: Replace an existing file.
         progress: Show a tqdm progress bar with the steps/s.
         extra: Further notes in the file's metadata (``DatasetMeta.extra``;
-            e.g. ``{"shard": [index, count]}``, see ``sweeps.collect_shard``).
+            e.g. ``{"shard": [index, count]}``, see ``dynamic_sparsity.sweeps.collect_shard``).
 
     Raises:
         TypeError: ``n_steps`` not an int, or ``env`` not an SB3 ``VecEnv``.
         ValueError: ``n_steps < 1``, ``jacobian_every != 1``, a VecEnv without
             Jacobians, or a bad policy.
+
+    Example:
+        >>> import jacobian_wrappers as jw
+        >>> venv = jw.PlaygroundVecEnv("CartpoleBalance", n_envs=2, episode_length=8)
+        >>> jw.collect(venv, 160, "cartpole.h5").rows
+        160
+        >>> with jw.TransitionReader("cartpole.h5") as data:
+        ...     data.meta.precision, data.read("jacobian_state").shape
+        ('float64', (160, 4, 4))
     """
     n_steps = check_int(n_steps, "n_steps", minimum=1)
     check_recordable(env, "collect")

@@ -93,6 +93,19 @@ class JacobianWrapper(gym.Wrapper):
         ValueError: Unknown ``backend`` or ``jacobian_method``, either given for
             a Playground env, or a model MJX cannot simulate (use
             ``backend="mujoco"``).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import jacobian_wrappers as jw
+        >>> env = jw.JacobianWrapper(gym.make("InvertedPendulum-v5"))
+        >>> env.get_wrapper_attr("gym_jacobians").backend  # MJX follows this model's C step
+        'mjx'
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        >>> info["jacobian_state"].shape, info["jacobian_action"].shape
+        ((4, 4), (4, 1))
+        >>> info.get("jacobian_mismatch", False)
+        False
     """
 
     def __init__(

@@ -9,7 +9,6 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvIndices,
     VecEnvObs,
@@ -24,6 +23,7 @@ from jacobian_wrappers._validation import (
     resolve_jacobian_method,
 )
 from jacobian_wrappers.agreement import MISMATCH_TOLERANCE, mark_mismatch, next_state_error
+from jacobian_wrappers.batched_vec_env import BatchedVecEnv
 from jacobian_wrappers.compilation_cache import compile_notice
 from jacobian_wrappers.jacobian_wrapper import resolve_info_keys
 from jacobian_wrappers.simulator import Simulator, TaskAttributes, get_simulator
@@ -61,7 +61,11 @@ def _select(mask: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(pick, a, b)
 
 
-class PlaygroundVecEnv(TaskAttributes, VecEnv):
+#: The Jacobian fields of each env's info, in the order ``step_wait`` fills them.
+_INFO_FIELDS = ("state", "action", "next_state", "jacobian_state", "jacobian_action", "nonsmooth")
+
+
+class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
     """``n_envs`` copies of a Playground task as one Stable-Baselines3 ``VecEnv``.
 
     Every ``step`` is one jitted, vmapped call that computes the next states,
@@ -132,6 +136,17 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             unknown ``precision``, ``backend``, ``jacobian_method``, ``env_name``
             or config key, or ``devices`` that do not divide ``n_envs``.
             All checked before anything compiles.
+
+    Example:
+        >>> import numpy as np
+        >>> import jacobian_wrappers as jw
+        >>> venv = jw.PlaygroundVecEnv("CartpoleBalance", n_envs=2, episode_length=8)
+        >>> venv.precision  # with Jacobians, float64 unless asked otherwise
+        'float64'
+        >>> obs = venv.reset()
+        >>> obs, rewards, dones, infos = venv.step(np.zeros((2, 1)))
+        >>> infos[0]["jacobian_state"].shape, venv.last_transition["jacobian_action"].shape
+        ((4, 4), (2, 4, 1))
     """
 
     def __init__(
@@ -308,7 +323,6 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
         terminal_obs, rest = rest[:, 5 : 5 + o], rest[:, 5 + o :]
         s, s_next, rest = rest[:, :d_s], rest[:, d_s : 2 * d_s], rest[:, 2 * d_s :]
         dones = terminated | truncated
-        infos: list[dict[str, Any]] = [{"n_contacts": int(c)} for c in n_contacts]
         self.last_transition = {
             "state": s,
             "action": self._actions,
@@ -339,19 +353,19 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             self.last_transition["jacobian_state"] = jac[:, :, :d_t]
             self.last_transition["jacobian_action"] = jac[:, :, d_t:]
             self.last_transition["jacobian_nonsmooth"] = nonsmooth
-            finite_jac = np.isfinite(flat).all(axis=1)
+            # One dict per env is what SB3's VecEnv API asks for; its entries are
+            # views into the batch arrays (rows of s, s', J), built in one pass.
             keys = self.info_keys
-            for i, info in enumerate(infos):
-                info[keys["state"]] = s[i]
-                info[keys["action"]] = self._actions[i]
-                info[keys["next_state"]] = s_next[i]
-                info[keys["jacobian_state"]] = jac[i, :, :d_t]
-                info[keys["jacobian_action"]] = jac[i, :, d_t:]
-                info[keys["nonsmooth"]] = nonsmooth[i]
-                if not finite_jac[i]:
-                    info["jacobian_nonfinite"] = True
-                if mismatch[i]:
-                    info["jacobian_mismatch"] = True
+            names = ("n_contacts", *(keys[k] for k in _INFO_FIELDS))
+            columns = (s, self._actions, s_next, jac[:, :, :d_t], jac[:, :, d_t:], nonsmooth)
+            rows = zip(n_contacts.tolist(), *columns, strict=True)
+            infos = [dict(zip(names, row, strict=True)) for row in rows]
+            for i in np.flatnonzero(~np.isfinite(flat).all(axis=1)):
+                infos[i]["jacobian_nonfinite"] = True
+            for i in np.flatnonzero(mismatch):
+                infos[i]["jacobian_mismatch"] = True
+        else:
+            infos = [{"n_contacts": c} for c in n_contacts.tolist()]
         for i in np.flatnonzero(dones):
             infos[i]["terminal_observation"] = terminal_obs[i]
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
@@ -479,30 +493,3 @@ class PlaygroundVecEnv(TaskAttributes, VecEnv):
             self._state = self._shard(_select(chosen, refreshed, self._state))  # others untouched
         self._obs = np.asarray(self._state.obs)
         return self._obs.copy()
-
-    # ----------------------------------------------- attribute plumbing (SB3)
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """The attribute of this VecEnv, repeated for each env in ``indices``."""
-        value = getattr(self, attr_name)
-        return [value for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute of this VecEnv (shared by all envs)."""
-        setattr(self, attr_name, value)
-
-    def env_method(
-        self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
-    ) -> list[Any]:
-        """Call a method of this VecEnv once per env in ``indices``."""
-        method = getattr(self, method_name)
-        return [method(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
-
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        """No env inside is wrapped by a Gymnasium wrapper."""
-        return [False for _ in self._get_indices(indices)]
-
-    def get_images(self) -> Sequence[np.ndarray | None]:
-        """Rendering is not supported by the vectorised env."""
-        return [None for _ in range(self.num_envs)]

@@ -15,27 +15,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
+from dynamic_sparsity.analysis.storage import DatasetMeta
 from jacobian_wrappers.jacobian_wrapper import JacobianWrapper, resolve_info_keys
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
-from sparsity.storage import DatasetMeta
 
 __all__ = [
-    "base_venv",
     "check_env_has_jacobians",
     "dataset_meta",
     "original_rewards",
     "transition_from_infos",
     "vec_transition",
 ]
-
-
-def base_venv(env: VecEnv) -> VecEnv:
-    """The innermost VecEnv under any ``VecEnvWrapper`` (``VecMonitor``, ``VecNormalize``...)."""
-    while isinstance(env, VecEnvWrapper):
-        env = env.venv
-    return env
 
 
 def check_env_has_jacobians(env: VecEnv, user: str = "SparsityCallback") -> None:
@@ -48,7 +40,7 @@ def check_env_has_jacobians(env: VecEnv, user: str = "SparsityCallback") -> None
     Raises:
         ValueError: With what to use instead.
     """
-    base = base_venv(env)
+    base = env.unwrapped
     if isinstance(base, PlaygroundVecEnv):
         ok = base.jacobians
     else:
@@ -67,11 +59,8 @@ def check_env_has_jacobians(env: VecEnv, user: str = "SparsityCallback") -> None
 
 def original_rewards(env: VecEnv, rewards: np.ndarray) -> np.ndarray:
     """``rewards`` of the last step before any ``VecNormalize`` under ``env`` scaled them."""
-    while isinstance(env, VecEnvWrapper):
-        if isinstance(env, VecNormalize):
-            return env.get_original_reward()
-        env = env.venv
-    return np.asarray(rewards)
+    normalize = unwrap_vec_normalize(env)
+    return np.asarray(rewards) if normalize is None else normalize.get_original_reward()
 
 
 def transition_from_infos(
@@ -126,7 +115,7 @@ def vec_transition(
     any other VecEnv its infos (:func:`transition_from_infos`), with the rewards
     before a ``VecNormalize``.
     """
-    base = base_venv(env)
+    base = env.unwrapped
     if isinstance(base, PlaygroundVecEnv):
         return base.last_transition
     return transition_from_infos(infos, original_rewards(env, rewards), dones, info_keys)
@@ -137,10 +126,10 @@ def dataset_meta(env: VecEnv, **kwargs: Any) -> DatasetMeta:
 
     Args:
         env: A ``PlaygroundVecEnv`` or a VecEnv of ``JacobianWrapper`` envs.
-        **kwargs: Further :class:`~sparsity.DatasetMeta` fields (``policy``, ...);
+        **kwargs: Further :class:`~dynamic_sparsity.analysis.DatasetMeta` fields (``policy``, ...);
             ``extra`` is merged with the backend and method.
     """
-    base = base_venv(env)
+    base = env.unwrapped
     source = dict(env.get_attr("jacobian_source")[0])
     extra = dict(kwargs.pop("extra", {}))
     extra.setdefault("jacobian_backend", source.pop("backend"))

@@ -22,6 +22,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import jacobian_wrappers as jw
 from callbacks import SparsityCallback
+from dynamic_sparsity.analysis import analyse_dataset
+from dynamic_sparsity.analysis.stats import mismatch_rows
 from jacobian_wrappers.agreement import (
     MISMATCH_TOLERANCE,
     divergence_cause,
@@ -30,8 +32,6 @@ from jacobian_wrappers.agreement import (
     next_state_error,
 )
 from jacobian_wrappers.gym_mujoco import default_backend
-from sparsity import analyse_dataset
-from sparsity.stats import mismatch_rows
 
 GYM_V5 = (
     "Ant-v5",

@@ -8,7 +8,7 @@ import pytest
 
 import jacobian_wrappers as jw
 from jacobian_wrappers.mujoco_fd import FiniteDifferenceJacobian
-from tests.conftest import rollout_states
+from tests.helpers import rollout_states
 
 
 def _batch(sim: jw.Simulator, n_steps: int, every: int, seed: int):
@@ -124,7 +124,7 @@ def test_unknown_backend_is_refused_before_compiling(bad) -> None:
 
 def test_collected_backend_is_recorded_and_reported(tmp_path) -> None:
     """A data set says which backend made its Jacobians; the report says they are not exact."""
-    import sparsity
+    from dynamic_sparsity import analysis as sparsity
 
     venv = jw.PlaygroundVecEnv("CartpoleBalance", 2, seed=0, precision="float64", backend="mujoco")
     jw.collect(venv, 40, tmp_path / "fd.h5", chunk_size=16)

@@ -11,8 +11,9 @@ import pytest
 from stable_baselines3 import PPO
 
 import jacobian_wrappers as jw
-from callbacks import DatasetCallback, combine, zero_mask
-from sparsity import analyse_dataset, contact_stats, write_report
+from callbacks import DatasetCallback
+from dynamic_sparsity.analysis import analyse_dataset, contact_stats, write_report
+from dynamic_sparsity.analysis.stats import combine, zero_mask
 
 N_ENVS, EPISODE, ROWS = 8, 40, 500
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from sweeps import SweepJob, run_sweep
-from tests.test_world_models import random_normaliser
+from dynamic_sparsity.sweeps import SweepJob, run_sweep
+from tests.helpers import random_normaliser
 from world_models import (
     LocalMaskDynamics,
     TrainConfig,

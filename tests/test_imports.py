@@ -8,7 +8,15 @@ import sys
 import textwrap
 
 HEAVY = ("jax", "mujoco_playground", "stable_baselines3", "torch")
-PACKAGES = ("jacobian_wrappers", "callbacks", "world_models", "sparsity", "mbrl", "sweeps")
+PACKAGES = (
+    "jacobian_wrappers",
+    "callbacks",
+    "world_models",
+    "dynamic_sparsity",
+    "dynamic_sparsity.analysis",
+    "dynamic_sparsity.mbrl",
+    "dynamic_sparsity.sweeps",
+)
 
 
 def _run(code: str) -> dict:
@@ -28,9 +36,11 @@ def test_reading_data_statistics_and_report_import_no_simulator_nor_learner(tmp_
         f"""
         import json, sys
         import numpy as np
-        from sparsity import (DatasetMeta, TransitionReader, TransitionWriter, analyse_dataset,
-                              write_report, GlobalZeros, zero_mask)
-        import sparsity.figures, sparsity.stats, sparsity.storage, sparsity.analysis
+        from dynamic_sparsity.analysis import (DatasetMeta, TransitionReader, TransitionWriter,
+                                               analyse_dataset, write_report, GlobalZeros,
+                                               zero_mask)
+        import dynamic_sparsity.analysis.figures, dynamic_sparsity.analysis.stats
+        import dynamic_sparsity.analysis.storage, dynamic_sparsity.analysis.analysis
         meta = DatasetMeta("Fake", "float64", 0.01, ("a", "b"), ("a", "b"), ("u",), versions={{}})
         rng = np.random.default_rng(0)
         n = 40
@@ -92,22 +102,102 @@ def test_no_module_changes_the_matplotlib_backend() -> None:
     assert result == {"changed": [], "backend": "svg"}
 
 
-def test_docs_site_builds_strictly(tmp_path) -> None:
-    """Every docs page and link resolves (mkdocs --strict); a broken link fails the build."""
-    import shutil
+#: Each package may import those of lower floors only (and itself).
+FLOORS = {
+    "dynamic_sparsity.analysis": 0,
+    "jacobian_wrappers": 1,
+    "world_models": 2,
+    "callbacks": 2,
+    "dynamic_sparsity.mbrl": 3,
+    "dynamic_sparsity.sweeps": 3,
+}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> project modules it imports (at any level: a function's import counts)."""
+    import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    mkdocs = Path(sys.executable).with_name("mkdocs")
-    env = {"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"}
-    cmd = [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")]
-    ok = subprocess.run([*cmd, "-f", str(root / "mkdocs.yml")], capture_output=True, env=env)
-    assert ok.returncode == 0, ok.stderr.decode()[-2000:]
-    # The same site with one broken link must fail.
-    copy = tmp_path / "copy"
-    shutil.copytree(root / "docs", copy / "docs")
-    shutil.copy(root / "mkdocs.yml", copy / "mkdocs.yml")
-    with open(copy / "docs" / "pitfalls.md", "a") as f:
-        f.write("\n[gone](no-such-page.md)\n")
-    broken = subprocess.run([*cmd, "-f", str(copy / "mkdocs.yml")], capture_output=True, env=env)
-    assert broken.returncode != 0 and b"no-such-page.md" in broken.stderr
+    mods = {}
+    for package in ("jacobian_wrappers", "callbacks", "world_models", "dynamic_sparsity"):
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def resolve(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            else:
+                continue
+            targets |= {t for t in map(resolve, found) if t is not None and t != name}
+        graph[name] = targets
+    return graph
+
+
+def _package(module: str) -> str:
+    return max((p for p in FLOORS if module == p or module.startswith(p + ".")), key=len)
+
+
+def _circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """An import circle of ``graph`` (depth-first search for a back edge), or ``None``."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path, node, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, node])):
+                return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def _up_a_floor(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports of a package of the same or a higher floor than the importer's (its own aside)."""
+    bad = []
+    for module, targets in graph.items():
+        if module == "dynamic_sparsity":  # the namespace imports none of its packages
+            bad += [(module, t) for t in targets]
+            continue
+        own = _package(module)
+        for target in targets:
+            other = _package(target)
+            if other != own and FLOORS[other] >= FLOORS[own]:
+                bad.append((module, target))
+    return bad
+
+
+def test_no_import_circle_and_no_import_up_a_floor() -> None:
+    graph = _import_graph()
+    assert len(graph) > 50 and "world_models.base" in graph  # the walk saw the tree
+    assert _circle(graph) is None
+    assert _up_a_floor(graph) == []
+
+
+def test_the_import_checks_can_fail() -> None:
+    """A hand-made circle and imports up or across a floor are caught."""
+    circle = {"world_models.a": {"world_models.b"}, "world_models.b": {"world_models.a"}}
+    assert _circle(circle) == ["world_models.a", "world_models.b", "world_models.a"]
+    assert _circle({"world_models.a": {"world_models.b"}, "world_models.b": set()}) is None
+    up = {"jacobian_wrappers.x": {"world_models.y"}, "callbacks.z": {"world_models.y"}}
+    assert _up_a_floor(up) == [
+        ("jacobian_wrappers.x", "world_models.y"),
+        ("callbacks.z", "world_models.y"),
+    ]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jacobian_wrappers as jw
-from tests.conftest import finite_difference_jacobian, rollout_states
+from tests.helpers import finite_difference_jacobian, rollout_states
 
 ZERO = 1e-15
 

@@ -7,7 +7,7 @@ import pytest
 from torch.utils.tensorboard._utils import figure_to_image
 
 from callbacks.live_figures import LiveHeatmap, LiveTimeline
-from sparsity.figures import sparsity_timeline_figure, zero_frequency_figure
+from dynamic_sparsity.analysis.figures import sparsity_timeline_figure, zero_frequency_figure
 
 
 def _full_draw(fig) -> np.ndarray:

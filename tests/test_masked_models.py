@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tests.test_world_models import D_A, D_S, A, B, random_normaliser, write_linear
+from tests.helpers import D_A, D_S, A, B, random_normaliser, write_linear
 from world_models import (
     MASKED_MODELS,
     MODELS,
@@ -26,13 +26,13 @@ from world_models import (
     CodebookMaskDynamics,
     DynamicsMLP,
     DynamicsModel,
-    LocalMaskDynamics,
     LossWeights,
     TrainConfig,
     Trainer,
     build_model,
     compute_loss,
     load_checkpoint,
+    load_model,
     train,
 )
 from world_models.evaluate import _sample_scores
@@ -340,14 +340,13 @@ def test_checkpoints_of_every_model_round_trip_and_refuse_another_model(linear_h
             x = s.float(), a.float()
             assert torch.equal(loaded.predict_raw(*x), result.model.predict_raw(*x))
             assert torch.equal(loaded.jacobian(*x), result.model.jacobian(*x))
-        assert type(DynamicsModel.from_checkpoint(path)) is type(result.model)
+        assert type(load_model(path)) is type(result.model)
     with pytest.raises(ValueError, match="holds a 'mlp' model, not a 'local_mask' model"):
-        LocalMaskDynamics.from_checkpoint(tmp_path / "mlp.pt")
+        load_model(tmp_path / "mlp.pt", model="local_mask")
     with pytest.raises(ValueError, match="holds a 'codebook_mask' model, not a 'mlp' model"):
-        DynamicsMLP.from_checkpoint(tmp_path / "codebook_mask.pt")
-    assert isinstance(
-        CodebookMaskDynamics.from_checkpoint(tmp_path / "codebook_mask.pt"), CodebookMaskDynamics
-    )
+        load_model(tmp_path / "codebook_mask.pt", model="mlp")
+    loaded = load_model(tmp_path / "codebook_mask.pt", model="codebook_mask")
+    assert isinstance(loaded, CodebookMaskDynamics)
     # Resuming a checkpoint of one model as another names both.
     cfg = TrainConfig(
         model="local_mask", epochs=2, progress=False, horizon=0,

@@ -22,21 +22,21 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import jacobian_wrappers as jw
-from jacobian_wrappers.vec_transitions import dataset_meta
-from mbrl import (
+from dynamic_sparsity.analysis.storage import TransitionReader
+from dynamic_sparsity.mbrl import (
     MBPO,
     JacobianReplayBuffer,
     MBPOCheckpointCallback,
     MixedSampler,
     ModelBuffer,
+    ModelVecEnv,
     SimulatorModel,
 )
-from sparsity.storage import TransitionReader
-from tests.test_world_models import D_A, D_S, A, B
+from jacobian_wrappers.vec_transitions import dataset_meta
+from tests.helpers import D_A, D_S, A, B
 from world_models import (
     DynamicsEnsemble,
     EnsembleTrainer,
-    ModelVecEnv,
     Normaliser,
     TrainConfig,
 )

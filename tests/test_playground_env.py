@@ -342,3 +342,22 @@ def test_playground_model_deprecation_is_quiet_and_other_warnings_pass() -> None
         assert mujoco.get_mju_user_warning() is not None  # the previous handler is back
     finally:
         mujoco.set_mju_user_warning(None)
+
+
+def test_cpu_xla_flag_is_left_out_under_an_accelerator_jaxlib(tmp_path, monkeypatch) -> None:
+    """With a GPU plugin importable, the CPU-only flag is not set (unless JAX_PLATFORMS=cpu)."""
+    import importlib
+
+    from jacobian_wrappers import _xla_flags
+
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert not _xla_flags._accelerator_jaxlib()  # this machine: CPU-only jaxlib
+    (tmp_path / "jax_cuda12_plugin").mkdir()
+    (tmp_path / "jax_cuda12_plugin" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    assert _xla_flags._accelerator_jaxlib()
+    assert _xla_flags.configure_xla_cpu() is False and os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert not _xla_flags._accelerator_jaxlib()

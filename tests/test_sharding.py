@@ -11,9 +11,15 @@ import textwrap
 import numpy as np
 import pytest
 
-from sparsity import ShardedReader, TransitionReader, TransitionWriter, open_reader, shard_path
-from sparsity.analysis import analyse_dataset
-from tests.test_world_models import write_linear
+from dynamic_sparsity.analysis import (
+    ShardedReader,
+    TransitionReader,
+    TransitionWriter,
+    open_reader,
+    shard_path,
+)
+from dynamic_sparsity.analysis.analysis import analyse_dataset
+from tests.helpers import write_linear
 from world_models import TrainConfig, train
 
 
@@ -106,7 +112,7 @@ def test_shards_collected_as_ray_tasks(tmp_path) -> None:
     pytest.importorskip("ray")
     import ray
 
-    from sweeps import collect_shards
+    from dynamic_sparsity.sweeps import collect_shards
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:

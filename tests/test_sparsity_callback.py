@@ -16,7 +16,7 @@ from torch.utils.tensorboard._utils import figure_to_image
 
 import jacobian_wrappers as jw
 from callbacks import SparsityCallback
-from sparsity.figures import zero_frequency_figure
+from dynamic_sparsity.analysis.figures import zero_frequency_figure
 from tests.reference import episode_runs
 
 THRESHOLD = 1e-15

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sparsity import (
+from dynamic_sparsity.analysis import (
     GlobalZeros,
     PatternCounter,
     RunLengths,

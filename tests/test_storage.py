@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sparsity.storage import DatasetMeta, TransitionReader, TransitionWriter
+from dynamic_sparsity.analysis.storage import DatasetMeta, TransitionReader, TransitionWriter
 
 META = DatasetMeta(
     env_name="Fake",
@@ -92,7 +92,7 @@ def test_interrupt_then_resume(tmp_path):
         import sys, time
         sys.path.insert(0, {os.getcwd()!r})
         from tests.test_storage import META, fake_rows
-        from sparsity.storage import TransitionWriter
+        from dynamic_sparsity.analysis.storage import TransitionWriter
         w = TransitionWriter({str(path)!r}, META, chunk_size=32)
         w.append({{k: v for k, v in fake_rows(100).items()}})  # 3 chunks + 4 buffered rows
         print("written", flush=True)

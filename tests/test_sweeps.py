@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps import SweepJob, check_ray_address, import_ray, run_job, run_sweep
+from dynamic_sparsity.sweeps import SweepJob, check_ray_address, import_ray, run_job, run_sweep
 from world_models import TrainConfig, TrainerCallback
 
 pytest.importorskip("ray.tune")
@@ -124,4 +124,4 @@ def test_script_without_ray_says_how_to_install(linear_h5, tmp_path) -> None:
         f"runpy.run_path({str(script)!r}, run_name='__main__')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 2 and "pip install dynamic-sparsity[ray]" in done.stderr
+    assert done.returncode == 2 and 'pip install -e ".[ray]"' in done.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsity.storage import DatasetMeta, TransitionWriter
+from tests.helpers import D_A, D_S, A, B, random_normaliser, write_linear
 from world_models import (
     LOSSES,
     STUDY_LOSS_MODES,
@@ -37,65 +37,6 @@ from world_models import (
 )
 
 torch.set_num_threads(1)
-
-D_S, D_A = 3, 2
-# Linear toy dynamics with structural zeros: s' = A s + B a.
-A = np.array([[1.0, 0.1, 0.0], [0.0, 0.9, 0.0], [0.2, 0.0, 1.0]])
-B = np.array([[0.0, 0.5], [0.3, 0.0], [0.0, 0.0]])
-
-
-def write_linear(
-    path, n_episodes=20, ep_len=25, jacobians=True, seed=0, episode_offset=0, flag_every=0
-):
-    """A data set of the linear toy system, one random action sequence per episode.
-
-    With ``flag_every=k`` every k-th step marks the first action column non-smooth.
-    """
-    rng = np.random.default_rng(seed)
-    meta = DatasetMeta(
-        env_name="Linear",
-        precision="float64",
-        dt=0.01,
-        state_labels=("x", "y", "z"),
-        tangent_labels=("x", "y", "z"),
-        action_labels=("u", "v"),
-        jacobians=jacobians,
-        versions={},
-    )
-    with TransitionWriter(path, meta, chunk_size=64) as w:
-        for ep in range(n_episodes):
-            s = rng.normal(size=D_S) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
-            rows = {k: [] for k in meta.columns()}
-            for t in range(ep_len):
-                a = rng.uniform(-1, 1, D_A)
-                s2 = A @ s + B @ a
-                rows["state"].append(s)
-                rows["action"].append(a)
-                rows["next_state"].append(s2)
-                rows["reward"].append(0.0)
-                rows["episode"].append(ep + episode_offset)
-                rows["step"].append(t)
-                rows["terminated"].append(False)
-                rows["truncated"].append(t == ep_len - 1)
-                rows["n_contacts"].append(0)
-                if jacobians:
-                    rows["jacobian_state"].append(A)
-                    rows["jacobian_action"].append(B)
-                    flags = np.zeros(D_S + D_A, bool)
-                    flags[D_S] = flag_every > 0 and t % flag_every == 0
-                    rows["jacobian_nonsmooth"].append(flags)
-                s = s2
-            w.append({k: np.asarray(v) for k, v in rows.items()})
-    return path
-
-
-def random_normaliser(rng, d_s=D_S, d_a=D_A) -> Normaliser:
-    dims = {"state": d_s, "action": d_a, "next_state": d_s, "delta": d_s}
-    return Normaliser(
-        mean={k: rng.normal(size=n) for k, n in dims.items()},
-        std={k: rng.uniform(0.2, 3.0, size=n) for k, n in dims.items()},
-        eps=1e-3,
-    )
 
 
 def central_difference(fn, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:

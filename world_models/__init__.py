@@ -1,7 +1,7 @@
 """Jacobian-supervised world models trained on collected transitions (docs/method.md).
 
 Train a dynamics model ``s' = f(s, a)`` on the HDF5 data sets of
-:mod:`sparsity.storage` with one of the study's five losses (or mask
+:mod:`dynamic_sparsity.analysis.storage` with one of the study's five losses (or mask
 supervision), and measure how close its own Jacobian comes to the
 simulator's, sparsity included::
 
@@ -21,18 +21,17 @@ Models (:data:`MODELS`): ``mlp`` (the study's), ``global_mask``,
 two can give their mask network the env's floor distances
 (``TrainConfig(contact_features=True)``, :mod:`world_models.contact_features`).
 
-In the RL loop (:mod:`mbrl`): :class:`DynamicsEnsemble` and
+In the RL loop (:mod:`dynamic_sparsity.mbrl`): :class:`DynamicsEnsemble` and
 :class:`EnsembleTrainer` train an ensemble of any of these models on rows in
-memory (a replay buffer's), and :class:`ModelVecEnv` runs it as an SB3
-``VecEnv``.
+memory (a replay buffer's); ``dynamic_sparsity.mbrl.ModelVecEnv`` runs one as
+an SB3 ``VecEnv``.
 
 Importing the package and reading data sets need torch, numpy and h5py only
-(no JAX, Playground or SB3); :class:`ModelVecEnv` needs SB3 and is imported
-on first use.
+(no JAX, Playground or SB3).
 """
 
 from world_models.base import DynamicsModel, MaskSample
-from world_models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from world_models.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from world_models.config import TrainConfig
 from world_models.contact_features import FloorDistances, contact_spec, floor_contact_spec
 from world_models.data import (
@@ -77,8 +76,7 @@ from world_models.registry import (
     build_model,
     model_class,
 )
-from world_models.train import train
-from world_models.trainer import Trainer, TrainerCallback, TrainResult, resolve_device
+from world_models.trainer import Trainer, TrainerCallback, TrainResult, resolve_device, train
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -105,7 +103,6 @@ __all__ = [
     "LossWeights",
     "MaskSample",
     "MaskedDynamics",
-    "ModelVecEnv",
     "Normaliser",
     "RewardModel",
     "RunningMoments",
@@ -124,6 +121,7 @@ __all__ = [
     "has_jacobians",
     "jacobian_columns",
     "load_checkpoint",
+    "load_model",
     "mask_terms",
     "model_class",
     "needs_ground_truth_jacobian",
@@ -137,12 +135,3 @@ __all__ = [
     "supervises_mask",
     "train",
 ]
-
-
-def __getattr__(name: str):
-    # ModelVecEnv needs SB3; imported on first use so that the package does not.
-    if name == "ModelVecEnv":
-        from world_models.model_env import ModelVecEnv
-
-        return ModelVecEnv
-    raise AttributeError(f"module 'world_models' has no attribute {name!r}")

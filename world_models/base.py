@@ -24,7 +24,6 @@ the rest of the interface (``predict``, ``predict_raw``, ``jacobian``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -276,20 +275,3 @@ class DynamicsModel(nn.Module):
         """Jacobian ``d s' / d(s, a)`` in raw coordinates from raw ``(s, a)``."""
         jac_n = self.jacobian(*self._normalise_inputs(state, action), method=method)
         return scale_jacobian(jac_n, self.in_scale, self.out_scale, "raw")
-
-    # -- checkpoints -------------------------------------------------------------
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu"):
-        """The model of a checkpoint (:func:`~world_models.save_checkpoint`), in eval mode.
-
-        ``DynamicsModel.from_checkpoint`` returns whichever model the file
-        holds; a subclass (``DynamicsMLP.from_checkpoint``) insists on its own.
-
-        Raises:
-            ValueError: The file holds another model than ``cls``.
-        """
-        from world_models.checkpoint import load_checkpoint
-
-        expect = cls.name or None
-        return load_checkpoint(path, device, model=expect).model

@@ -123,3 +123,21 @@ def load_checkpoint(
         history=list(state["history"]),
         state=state,
     )
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", model: str | None = None
+) -> DynamicsModel:
+    """The model of a checkpoint (:func:`save_checkpoint`), in eval mode.
+
+    Args:
+        path: The file.
+        device: Where to put the model.
+        model: Insist on this model name (``"mlp"``, ``"local_mask"``, ...);
+            ``None`` returns whichever model the file holds.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a world-model checkpoint, or another model than ``model``.
+    """
+    return load_checkpoint(path, device, model).model

@@ -24,7 +24,7 @@ from torch import Tensor
 from world_models.normaliser import Normaliser
 
 if TYPE_CHECKING:
-    from sparsity.storage import TransitionReader
+    from dynamic_sparsity.analysis.storage import TransitionReader
 
 __all__ = [
     "NONSMOOTH_POLICIES",
@@ -54,15 +54,16 @@ NONSMOOTH_POLICIES = ("mask", "keep")
 def open_datasets(data: DataSource) -> list[TransitionReader]:
     """Open the data set(s) of one env; readers passed in are used as they are.
 
-    A folder or a glob is one data set of shards (:class:`~sparsity.ShardedReader`).
+    A folder or a glob is one data set of shards
+    (:class:`~dynamic_sparsity.analysis.ShardedReader`).
 
     Raises:
         ValueError: No data, files of different envs or dimensions, an empty
             file, or a state whose Jacobian rows are tangent coordinates
             (``d_t != d_s``, free or ball joints), which the models do not handle.
     """
-    from sparsity.shards import ShardedReader, open_reader
-    from sparsity.storage import TransitionReader
+    from dynamic_sparsity.analysis.shards import ShardedReader, open_reader
+    from dynamic_sparsity.analysis.storage import TransitionReader
 
     opened = (TransitionReader, ShardedReader)
     items = [data] if isinstance(data, (str, os.PathLike, *opened)) else list(data)
@@ -228,7 +229,7 @@ def rows_to_batch(
 
     The one conversion of every source of rows: data-set files
     (:class:`TransitionStream`) and in-memory buffers (the replay buffer of
-    :mod:`mbrl`).
+    :mod:`dynamic_sparsity.mbrl`).
 
     Args:
         rows: ``state``, ``action``, ``next_state`` (``reward``: kept raw) and,
@@ -240,7 +241,7 @@ def rows_to_batch(
         nonsmooth: ``"mask"``: mark the non-smooth columns invalid; ``"keep"``.
         dtype: Floating dtype of the tensors.
     """
-    from sparsity.stats import combine, zero_mask
+    from dynamic_sparsity.analysis.stats import combine, zero_mask
 
     norm = normaliser
     s, a, s2 = rows["state"], rows["action"], rows["next_state"]

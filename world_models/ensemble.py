@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sparsity.stats import DEFAULT_THRESHOLD
+from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD
 from world_models.base import DynamicsModel
 from world_models.config import TrainConfig
 from world_models.data import InMemoryBatches, rows_to_batch
@@ -96,6 +96,10 @@ class _Lambda(nn.Module):
 class DynamicsEnsemble(nn.Module):
     """Members of one dynamics model class sharing one normaliser.
 
+    A single model is a one-member ensemble (:meth:`of`), so code that runs
+    models (``ModelVecEnv``, MBPO) has one interface. The ensemble owns its
+    :attr:`elites`: the members that rollouts draw from (MBPO's elites).
+
     Args:
         members: The models (same ``d_s``, ``d_a`` and class).
         reward: A learned reward, or ``None``.
@@ -116,6 +120,43 @@ class DynamicsEnsemble(nn.Module):
         self.d_s, self.d_a = members[0].d_s, members[0].d_a
         self.name = members[0].name
         self.normaliser: Normaliser | None = None
+        self._elites = np.arange(len(members))
+
+    @classmethod
+    def of(cls, model: DynamicsModel | DynamicsEnsemble) -> DynamicsEnsemble:
+        """``model`` itself if it is an ensemble, else a one-member ensemble of it.
+
+        The member keeps its own normaliser (already in its buffers); the
+        ensemble's :attr:`normaliser` is the model's, where it has one.
+        """
+        if isinstance(model, DynamicsEnsemble):
+            return model
+        ensemble = cls([model])
+        ensemble.normaliser = getattr(model, "normaliser", None)
+        return ensemble
+
+    @property
+    def elites(self) -> np.ndarray:
+        """Indices of the members a rollout draws from (default: all), sorted."""
+        return self._elites.copy()
+
+    @elites.setter
+    def elites(self, indices: Sequence[int]) -> None:
+        """Draw only from ``indices`` (MBPO's elites).
+
+        Raises:
+            ValueError: No index, a repeated one, or one outside ``[0, n_members)``.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if (
+            not len(idx)
+            or len(set(idx.tolist())) != len(idx)
+            or not ((idx >= 0) & (idx < self.n_members)).all()
+        ):
+            raise ValueError(
+                f"members must be distinct indices in [0, {self.n_members}), got {idx.tolist()}"
+            )
+        self._elites = np.sort(idx)
 
     @classmethod
     def build(
@@ -168,15 +209,18 @@ class DynamicsEnsemble(nn.Module):
         """
         if member is None:
             member = torch.zeros(len(state), dtype=torch.long, device=state.device)
-        out = torch.empty_like(state)
+        out = None  # in the members' own dtype (the simulator's step is float64)
         for k in torch.unique(member).tolist():
             rows = member == k
             m = self.members[k]
             was = m.training
             m.eval()
-            out[rows] = m.predict_raw(state[rows], action[rows])
+            pred = m.predict_raw(state[rows], action[rows])
             m.train(was)
-        return out
+            if out is None:
+                out = pred.new_empty((len(state), pred.shape[-1]))
+            out[rows] = pred
+        return torch.empty_like(state) if out is None else out
 
     @torch.no_grad()
     def disagreement(

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from sparsity.stats import DEFAULT_THRESHOLD
+from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD
 from world_models.base import DynamicsModel
 from world_models.data import EpisodeSplit, TransitionStream
 from world_models.normaliser import Normaliser, scale_jacobian
 
 if TYPE_CHECKING:
-    from sparsity.storage import TransitionReader
+    from dynamic_sparsity.analysis.storage import TransitionReader
 
 __all__ = ["DEFAULT_THRESHOLDS", "EvalResult", "evaluate", "rollout_errors"]
 

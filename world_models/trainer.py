@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sparsity.stats import check_threshold_precision
+from dynamic_sparsity.analysis.stats import check_threshold_precision
 from world_models.base import DynamicsModel
 from world_models.checkpoint import load_checkpoint, save_checkpoint
 from world_models.config import TrainConfig
@@ -47,7 +47,7 @@ from world_models.losses import (
 from world_models.normaliser import Normaliser
 from world_models.registry import build_model, model_class
 
-__all__ = ["TrainResult", "Trainer", "TrainerCallback", "resolve_device"]
+__all__ = ["TrainResult", "Trainer", "TrainerCallback", "resolve_device", "train"]
 
 
 @dataclass
@@ -149,7 +149,7 @@ class Trainer:
     optimizer, RNG, epoch count and history are restored (:meth:`load`).
 
     Args:
-        data: Path(s) or open :class:`~sparsity.TransitionReader` (s) of one env.
+        data: Path(s) or open :class:`~dynamic_sparsity.analysis.TransitionReader` (s) of one env.
         loss_mode: One of :data:`~world_models.losses.LOSS_MODES`.
         config: Hyperparameters and logging; :class:`TrainConfig` defaults if ``None``.
         callbacks: :class:`TrainerCallback` hooks.
@@ -508,3 +508,31 @@ def _show(bar: Any, entry: dict[str, float]) -> None:
         loss=f"{entry.get('loss/total', math.nan):.4g}",
         test_mse=f"{entry.get('test/mse_normalised', math.nan):.4g}",
     )
+
+
+def train(
+    data: DataSource, loss_mode: str = "state", config: TrainConfig | None = None
+) -> TrainResult:
+    """Train a dynamics model on the data set(s) ``data`` with ``loss_mode``.
+
+    ``Trainer(data, loss_mode, config).fit()``; see :class:`Trainer` for
+    training step by step, hooks and checkpoints.
+
+    Args:
+        data: Path(s) or open :class:`~dynamic_sparsity.analysis.TransitionReader` (s) of one env.
+        loss_mode: One of :data:`~world_models.losses.LOSS_MODES`.
+        config: Hyperparameters and logging; :class:`TrainConfig` defaults if ``None``.
+
+    Raises:
+        ValueError: Unknown loss mode, a loss that needs Jacobians on data
+            without them, a checkpoint to resume that does not match, or data
+            that cannot be split.
+
+    Example:
+        >>> from world_models import TrainConfig, train
+        >>> config = TrainConfig(epochs=2, width=16, progress=False, horizon=2)
+        >>> result = train("cartpole.h5", "state-jacobian", config)  # a data set from collect
+        >>> 0 < result.metrics.mse_normalised < 2, result.metrics.target_sparsity[1e-15] > 0
+        (True, True)
+    """
+    return Trainer(data, loss_mode, config).fit()

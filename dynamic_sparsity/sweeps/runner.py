@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeps.grid import SweepJob, run_job
+from dynamic_sparsity.sweeps.grid import SweepJob, run_job
 from world_models import TrainConfig, TrainerCallback
 
 __all__ = ["run_sweep"]
@@ -95,7 +95,7 @@ def run_sweep(
             )
             finished(job, row, new=True)
     elif todo:
-        from sweeps.tune import run_on_ray
+        from dynamic_sparsity.sweeps.tune import run_on_ray
 
         run_on_ray(
             todo,

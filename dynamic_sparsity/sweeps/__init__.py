@@ -4,13 +4,13 @@ A sweep is a list of :class:`SweepJob` (env x model x loss x seed), each
 trained by :func:`run_job`. :func:`run_sweep` runs them one after the other
 in this process, or, with ``ray=True`` or a Ray address, as Ray Tune trials
 (resources per trial, checkpoints after every epoch, ``resume=True`` restarts
-only the unfinished trials). Ray is an extra: ``pip install dynamic-sparsity[ray]``.
+only the unfinished trials). Ray is an extra: ``pip install -e ".[ray]"`` in the clone.
 """
 
-from sweeps.collect import collect_shard, collect_shards
-from sweeps.grid import MODEL_VARIANTS, SweepJob, run_job
-from sweeps.runner import run_sweep
-from sweeps.tune import check_ray_address, import_ray
+from dynamic_sparsity.sweeps.collect import collect_shard, collect_shards
+from dynamic_sparsity.sweeps.grid import MODEL_VARIANTS, SweepJob, run_job
+from dynamic_sparsity.sweeps.runner import run_sweep
+from dynamic_sparsity.sweeps.tune import check_ray_address, import_ray
 
 __all__ = [
     "MODEL_VARIANTS",

@@ -36,8 +36,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sparsity._versions import installed_versions
-from sparsity.stats import DEFAULT_THRESHOLD
+from dynamic_sparsity.analysis._versions import installed_versions
+from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD
 
 __all__ = [
     "FORMAT_NAME",

@@ -1,7 +1,7 @@
 """Offline sparsity analysis of a stored data set (the study's Q1-Q3, and contacts).
 
 One streaming pass over the Jacobians, a chunk at a time, feeds the same
-statistics the live callback uses (:mod:`sparsity.stats`); the only
+statistics the live callback uses (:mod:`dynamic_sparsity.analysis.stats`); the only
 per-row state kept is the bit-packed zero pattern (54 bytes per CheetahRun
 step, plus as much for the non-smooth mask where a data set has any), from
 which run lengths and pattern changes are computed per episode. All
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparsity.shards import open_reader
-from sparsity.stats import (
+from dynamic_sparsity.analysis.shards import open_reader
+from dynamic_sparsity.analysis.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
     PatternCounter,
@@ -391,8 +391,9 @@ def analyse_dataset(
     """Analyse the data set at ``path`` in one streaming pass (plus a t-SNE sample).
 
     Args:
-        path: Data set written by :class:`~sparsity.TransitionWriter`, or a set of
-            shards as one (a folder, a glob or a list; :func:`~sparsity.open_reader`).
+        path: Data set written by :class:`~dynamic_sparsity.analysis.TransitionWriter`,
+            or a set of shards as one (a folder, a glob or a list;
+            :func:`~dynamic_sparsity.analysis.open_reader`).
         threshold: Zero threshold; the data set's own when ``None``.
         tsne_samples: Samples embedded by t-SNE (0 skips it).
         seed: Seed of the t-SNE subsample.

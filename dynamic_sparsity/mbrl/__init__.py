@@ -14,15 +14,16 @@ Docs: docs/world-models.md#world-models-in-the-rl-loop.
   the real/model mix of SAC's batches.
 * :class:`SimulatorModel`: the simulator's own step as a model, the
   perfect-model control of the loop (``MBPO(rollout_dynamics="simulator")``).
-
-The world model as an env is :class:`world_models.ModelVecEnv`; the task's
-observation and reward at a state, :class:`jacobian_wrappers.TaskFunctions`.
+* :class:`ModelVecEnv`: a world model (or ensemble) as an SB3 ``VecEnv``,
+  observation and reward from the task's own functions at the predicted state
+  (:class:`jacobian_wrappers.TaskFunctions`).
 """
 
-from mbrl.mbpo import MBPO, MBPO_MODEL_CONFIG, MBPOCheckpointCallback
-from mbrl.model_buffer import MixedSampler, ModelBuffer, concat_samples
-from mbrl.oracle import SimulatorModel
-from mbrl.replay_buffer import STORAGE_DTYPES, JacobianReplayBuffer
+from dynamic_sparsity.mbrl.mbpo import MBPO, MBPO_MODEL_CONFIG, MBPOCheckpointCallback
+from dynamic_sparsity.mbrl.model_buffer import MixedSampler, ModelBuffer, concat_samples
+from dynamic_sparsity.mbrl.model_env import ModelVecEnv
+from dynamic_sparsity.mbrl.oracle import SimulatorModel
+from dynamic_sparsity.mbrl.replay_buffer import STORAGE_DTYPES, JacobianReplayBuffer
 
 __all__ = [
     "MBPO",
@@ -32,6 +33,7 @@ __all__ = [
     "MBPOCheckpointCallback",
     "MixedSampler",
     "ModelBuffer",
+    "ModelVecEnv",
     "SimulatorModel",
     "concat_samples",
 ]

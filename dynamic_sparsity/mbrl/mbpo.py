@@ -2,7 +2,7 @@
 
 The loop of Janner et al. (2019), in SB3's terms. SAC acts in the real env
 and stores every step, with its ground-truth state and Jacobians, in a
-:class:`~mbrl.JacobianReplayBuffer`. Every ``model_train_freq`` real steps:
+:class:`~dynamic_sparsity.mbrl.JacobianReplayBuffer`. Every ``model_train_freq`` real steps:
 
 1. the ensemble (:class:`~world_models.DynamicsEnsemble` of ``world_model``:
    the study's MLP or a masked model) is evaluated on the real steps it has
@@ -11,11 +11,11 @@ and stores every step, with its ground-truth state and Jacobians, in a
    Jacobians);
 2. ``rollout_batch_size`` real states are drawn from the buffer and rolled
    out ``rollout_length`` steps in the model
-   (:class:`~world_models.ModelVecEnv`, a member drawn per step; reward and
+   (:class:`~dynamic_sparsity.mbrl.ModelVecEnv`, a member drawn per step; reward and
    observation from the task's own functions or a learned reward) with the
    current policy, into a model buffer of the last ``model_retain`` rounds
    (``rollout_dynamics="simulator"``: with the true step instead, a
-   perfect-model control, :class:`~mbrl.SimulatorModel`).
+   perfect-model control, :class:`~dynamic_sparsity.mbrl.SimulatorModel`).
 
 Two guards against model error, both off by default: ``n_elites`` members
 of lowest held-out error after each training are the only ones drawn in
@@ -69,16 +69,22 @@ import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 
+from dynamic_sparsity.analysis.stats import (
+    DEFAULT_THRESHOLD,
+    combine,
+    sample_sparsity,
+    valid_mask,
+    zero_mask,
+)
+from dynamic_sparsity.mbrl.model_buffer import MixedSampler, ModelBuffer
+from dynamic_sparsity.mbrl.model_env import ModelVecEnv
+from dynamic_sparsity.mbrl.oracle import SimulatorModel
+from dynamic_sparsity.mbrl.replay_buffer import JacobianReplayBuffer
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
-from jacobian_wrappers.vec_transitions import base_venv, vec_transition
-from mbrl.model_buffer import MixedSampler, ModelBuffer
-from mbrl.oracle import SimulatorModel
-from mbrl.replay_buffer import JacobianReplayBuffer
-from sparsity.stats import DEFAULT_THRESHOLD, combine, sample_sparsity, valid_mask, zero_mask
+from jacobian_wrappers.vec_transitions import vec_transition
 from world_models.config import TrainConfig
 from world_models.ensemble import DynamicsEnsemble, EnsembleTrainer
 from world_models.losses import LOSS_MODES, needs_ground_truth_jacobian
-from world_models.model_env import ModelVecEnv
 from world_models.normaliser import Normaliser, scale_jacobian
 from world_models.registry import model_class
 
@@ -106,7 +112,7 @@ _STATE_MODES = [m for m in LOSS_MODES if not needs_ground_truth_jacobian(m)]
 
 def _check_env(env: Any, loss_mode: str) -> None:
     """The env must be a Playground env; a Jacobian loss needs its Jacobians."""
-    base = base_venv(env)
+    base = env.unwrapped
     if not isinstance(base, PlaygroundVecEnv):
         raise ValueError(
             f"MBPO needs a jacobian_wrappers.PlaygroundVecEnv (possibly wrapped), got "
@@ -147,7 +153,7 @@ class MBPO(SAC):
         rollout_anchor: Anchor each branch's first step to the real transition
             its start state was drawn from: ``s' = s'_real + f(s, a) - f(s,
             a_real)`` with the drawn member ``f`` and the policy's action ``a``
-            (:meth:`~world_models.ModelVecEnv.step_arrays`), so the model's
+            (:meth:`~dynamic_sparsity.mbrl.ModelVecEnv.step_arrays`), so the model's
             error at that state cancels and only its action response counts.
         model_retain: Rollout rounds the model buffer keeps.
         real_ratio: Share of real transitions in every SAC batch.
@@ -165,6 +171,16 @@ class MBPO(SAC):
     Raises:
         ValueError: An env that is not a Playground env, a Jacobian loss on an
             env without Jacobians, an unknown model or loss, or a bad size.
+
+    Example:
+        >>> import jacobian_wrappers as jw
+        >>> from dynamic_sparsity.mbrl import MBPO
+        >>> env = jw.PlaygroundVecEnv("CartpoleBalance", n_envs=1, episode_length=30)
+        >>> agent = MBPO("MlpPolicy", env, n_members=2, model_train_freq=40, rollout_length=1,
+        ...              rollout_batch_size=32, learning_starts=40, batch_size=32, seed=0)
+        >>> agent = agent.learn(100)
+        >>> agent.ensemble_trainer.calls, agent.model_buffer.size()  # trained twice, 32 each
+        (2, 64)
     """
 
     def __init__(
@@ -268,7 +284,7 @@ class MBPO(SAC):
     # ------------------------------------------------------------ setup
     def _setup_model(self) -> None:
         super()._setup_model()
-        sim = base_venv(self.env).sim
+        sim = self.env.unwrapped.sim
         d_s, d_a = sim.space.dim, sim.action_size
         seed = 0 if self.seed is None else int(self.seed)
         self.ensemble = DynamicsEnsemble.build(

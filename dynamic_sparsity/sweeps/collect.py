@@ -2,11 +2,11 @@
 
 Shard ``k`` of ``n`` steps ``n_envs`` envs seeded ``seed + k * n_envs + i``
 (as env ``k * n_envs + i`` of one big batch) and writes
-:func:`~sparsity.shard_path` with its index in the metadata. The shards need
+:func:`~dynamic_sparsity.analysis.shard_path` with its index in the metadata. The shards need
 no communication, so :func:`collect_shards` runs them as independent Ray
 tasks (scheduled on any node, a failed shard resumable on its own) rather
 than as one ``jax.distributed`` program, where every process must start
-together and a lost host stops all. :class:`~sparsity.ShardedReader`
+together and a lost host stops all. :class:`~dynamic_sparsity.analysis.ShardedReader`
 reads the set as one data set with global episode ids.
 """
 
@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sparsity.shards import shard_path
+from dynamic_sparsity.analysis.shards import shard_path
 
 __all__ = ["collect_shard", "collect_shards"]
 
@@ -115,7 +115,7 @@ def collect_shards(
         ImportError: Ray is not installed (says how to install it).
         ConnectionError: The Ray address does not answer.
     """
-    from sweeps.tune import import_ray, init_ray
+    from dynamic_sparsity.sweeps.tune import import_ray, init_ray
 
     if count < 1 or n_steps < count:
         raise ValueError(f"need 1 <= count <= n_steps, got count={count}, n_steps={n_steps}")

@@ -14,11 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from jacobian_wrappers.task_functions import TaskFunctions
+
 __all__ = ["SimulatorModel"]
 
 
 class SimulatorModel(nn.Module):
-    """``s' = step(s, a)`` of a Playground task, for :class:`~world_models.ModelVecEnv`.
+    """``s' = step(s, a)`` of a Playground task, for :class:`~dynamic_sparsity.mbrl.ModelVecEnv`.
 
     Args:
         env_name: Task name, e.g. ``"CartpoleBalance"``.
@@ -28,7 +30,11 @@ class SimulatorModel(nn.Module):
     Attributes:
         d_s: State dimension.
         d_a: Action dimension.
+        name: ``"simulator"`` (the model name a ``DynamicsEnsemble`` of it reports).
     """
+
+    name = "simulator"
+    predict_delta = False
 
     def __init__(
         self,
@@ -37,7 +43,6 @@ class SimulatorModel(nn.Module):
         config_overrides: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        from jacobian_wrappers.task_functions import TaskFunctions
 
         self.task = TaskFunctions(env_name, precision, config_overrides)
         self.d_s, self.d_a = self.task.d_s, self.task.d_a

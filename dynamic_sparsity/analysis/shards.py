@@ -2,7 +2,7 @@
 
 A collection spread over processes writes one file per process
 (:func:`shard_path`: ``cheetah.shard-003-of-008.h5``); :class:`ShardedReader`
-reads such a set with the interface of :class:`~sparsity.storage.TransitionReader`,
+reads such a set with the interface of :class:`~dynamic_sparsity.analysis.storage.TransitionReader`,
 rows in shard order and episode ids made global (each shard's ids shifted
 past the previous shards'), so the report and the world models take it as
 one data set. :func:`open_reader` opens a file, a folder of shards, a glob or
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsity.storage import TransitionReader, episode_rows
+from dynamic_sparsity.analysis.storage import TransitionReader, episode_rows
 
 __all__ = ["ShardedReader", "check_same_data_set", "open_reader", "shard_path", "shard_paths"]
 

@@ -5,16 +5,16 @@ transitions with their Jacobians, computing the study's sparsity statistics,
 analysing a data set and writing its report import neither JAX, Playground,
 Stable-Baselines3 nor torch, and no module sets a matplotlib backend.
 
-* :mod:`sparsity.stats`: the statistics, incremental and vectorised (also used
+* :mod:`dynamic_sparsity.analysis.stats`: the statistics, incremental and vectorised (also used
   live by ``callbacks.SparsityCallback``);
-* :mod:`sparsity.storage`: chunked, checksummed HDF5 data sets
+* :mod:`dynamic_sparsity.analysis.storage`: chunked, checksummed HDF5 data sets
   (:class:`TransitionWriter`, :class:`TransitionReader`);
-* :mod:`sparsity.analysis`: the study's Q1-Q3 and contact analyses of a data set;
-* :mod:`sparsity.report`: tables, figures and ``report.md``;
-* :mod:`sparsity.figures`: the matplotlib figures (``Figure`` objects, no pyplot).
+* :mod:`dynamic_sparsity.analysis.analysis`: the study's Q1-Q3 and contact analyses of a data set;
+* :mod:`dynamic_sparsity.analysis.report`: tables, figures and ``report.md``;
+* :mod:`dynamic_sparsity.analysis.figures`: the matplotlib figures (``Figure`` objects, no pyplot).
 """
 
-from sparsity.analysis import (
+from dynamic_sparsity.analysis.analysis import (
     NONSMOOTH_POLICIES,
     SWEEP_THRESHOLDS,
     ContactStats,
@@ -22,9 +22,9 @@ from sparsity.analysis import (
     analyse_dataset,
     contact_stats,
 )
-from sparsity.report import markdown_table, write_report
-from sparsity.shards import ShardedReader, open_reader, shard_path, shard_paths
-from sparsity.stats import (
+from dynamic_sparsity.analysis.report import markdown_table, write_report
+from dynamic_sparsity.analysis.shards import ShardedReader, open_reader, shard_path, shard_paths
+from dynamic_sparsity.analysis.stats import (
     DEFAULT_THRESHOLD,
     GlobalZeros,
     PatternCounter,
@@ -35,7 +35,7 @@ from sparsity.stats import (
     valid_mask,
     zero_mask,
 )
-from sparsity.storage import (
+from dynamic_sparsity.analysis.storage import (
     FORMAT_VERSION,
     DatasetMeta,
     TransitionReader,

@@ -38,10 +38,10 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 
+from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD
+from dynamic_sparsity.analysis.storage import DatasetMeta, TransitionReader, TransitionWriter
 from jacobian_wrappers.collection import EpisodeIds
 from jacobian_wrappers.vec_transitions import transition_from_infos
-from sparsity.stats import DEFAULT_THRESHOLD
-from sparsity.storage import DatasetMeta, TransitionReader, TransitionWriter
 from world_models.data import Batch, rows_to_batch
 from world_models.normaliser import Normaliser
 
@@ -315,7 +315,7 @@ class JacobianReplayBuffer(ReplayBuffer):
     def to_hdf5(
         self, path: str | os.PathLike, meta: DatasetMeta, *, overwrite: bool = False
     ) -> int:
-        """Write the stored transitions as a data set of :mod:`sparsity.storage`.
+        """Write the stored transitions as a data set of :mod:`dynamic_sparsity.analysis.storage`.
 
         Jacobians are written when every stored transition has one (and
         ``meta.jacobians`` asks for them). Episode ids are the buffer's own

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from sparsity.analysis import DatasetAnalysis
-from sparsity.figures import (
+from dynamic_sparsity.analysis.analysis import DatasetAnalysis
+from dynamic_sparsity.analysis.figures import (
     global_zeros_bar_figure,
     run_length_figure,
     sparsity_histogram_figure,

@@ -1,6 +1,6 @@
 """Sweeps as Ray Tune trials: resources per trial, a checkpoint per epoch, resume.
 
-Each trial trains one :class:`~sweeps.grid.SweepJob`; after every epoch the
+Each trial trains one :class:`~dynamic_sparsity.sweeps.grid.SweepJob`; after every epoch the
 trainer's own checkpoint is handed to Tune (``tune.report``), so a trial that
 is restarted (``resume=True`` after a crash or Ctrl-C, or by Tune itself with
 ``max_failures``) continues from its last epoch, on any node of the cluster.
@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeps.grid import SweepJob, run_job
+from dynamic_sparsity.sweeps.grid import SweepJob, run_job
 from world_models import TrainConfig, TrainerCallback
 
 __all__ = ["check_ray_address", "import_ray", "init_ray", "run_on_ray"]
 
-INSTALL_HINT = "pip install dynamic-sparsity[ray]"
+INSTALL_HINT = 'pip install -e ".[ray]" in the clone (or pip install "ray[tune]")'
 EXPERIMENT = "sweep"
 CHECKPOINT_FILE = "trainer.pt"
 

@@ -32,6 +32,9 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
+from jacobian_wrappers.batched_vec_env import BatchedVecEnv
+from jacobian_wrappers.task_functions import TaskFunctions
+from jacobian_wrappers.vec_env import PlaygroundVecEnv
 from world_models.base import DynamicsModel
 from world_models.ensemble import DynamicsEnsemble
 
@@ -54,7 +57,7 @@ class StepArrays(dict):
     """
 
 
-class ModelVecEnv(VecEnv):
+class ModelVecEnv(BatchedVecEnv):
     """``n_envs`` rollouts of a world model as one SB3 ``VecEnv``.
 
     Args:
@@ -106,17 +109,16 @@ class ModelVecEnv(VecEnv):
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         self.render_mode = None  # read by SB3's VecEnv.__init__ (it warns without one)
         super().__init__(int(n_envs), observation_space, action_space)
-        self.model = model
+        self.model = DynamicsEnsemble.of(model)  # a single model: a one-member ensemble
         self.d_s = model.d_s
-        self.n_members = model.n_members if isinstance(model, DynamicsEnsemble) else 1
-        self._members = np.arange(self.n_members)
+        self.n_members = self.model.n_members
         if model.d_a != int(np.prod(action_space.shape)):
             raise ValueError(
                 f"the model takes actions of size {model.d_a}; the action space has "
                 f"shape {action_space.shape}"
             )
         if reward == "learned":
-            if not isinstance(model, DynamicsEnsemble) or model.reward is None:
+            if self.model.reward is None:
                 raise ValueError(
                     "reward='learned' needs a DynamicsEnsemble with a learned reward "
                     "(learn_reward=True); pass a reward function instead"
@@ -177,11 +179,7 @@ class ModelVecEnv(VecEnv):
         """
         import jax
 
-        from jacobian_wrappers.task_functions import TaskFunctions
-        from jacobian_wrappers.vec_env import PlaygroundVecEnv
-        from jacobian_wrappers.vec_transitions import base_venv
-
-        base = base_venv(env)
+        base = env.unwrapped
         if not isinstance(base, PlaygroundVecEnv):
             raise ValueError(
                 f"from_env needs a PlaygroundVecEnv, got {type(base).__name__}; build "
@@ -300,26 +298,17 @@ class ModelVecEnv(VecEnv):
 
     @property
     def members(self) -> np.ndarray:
-        """Indices of the ensemble members a step draws from (default: all)."""
-        return self._members.copy()
+        """Indices of the ensemble members a step draws from (the model's elites)."""
+        return self.model.elites
 
     @members.setter
     def members(self, indices: Sequence[int]) -> None:
-        """Draw only from ``indices`` (MBPO's elites).
+        """Draw only from ``indices`` (MBPO's elites; ``DynamicsEnsemble.elites``).
 
         Raises:
             ValueError: No index, a repeated one, or one outside ``[0, n_members)``.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if (
-            not len(idx)
-            or len(set(idx.tolist())) != len(idx)
-            or not ((idx >= 0) & (idx < self.n_members)).all()
-        ):
-            raise ValueError(
-                f"members must be distinct indices in [0, {self.n_members}), got {idx.tolist()}"
-            )
-        self._members = np.sort(idx)
+        self.model.elites = indices
 
     def step_async(self, actions: np.ndarray) -> None:
         """Store the actions for ``step_wait``."""
@@ -329,14 +318,7 @@ class ModelVecEnv(VecEnv):
     def _predict(self, states: np.ndarray, actions: np.ndarray, member: np.ndarray) -> np.ndarray:
         s = torch.as_tensor(states, dtype=torch.float32, device=self.device)
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
-        if isinstance(self.model, DynamicsEnsemble):
-            m = torch.as_tensor(member, device=self.device)
-            out = self.model.predict_raw(s, a, m)
-        else:
-            was = self.model.training
-            self.model.eval()
-            out = self.model.predict_raw(s, a)
-            self.model.train(was)
+        out = self.model.predict_raw(s, a, torch.as_tensor(member, device=self.device))
         return out.double().cpu().numpy()
 
     def step_arrays(
@@ -364,7 +346,8 @@ class ModelVecEnv(VecEnv):
             raise RuntimeError("call reset() before step()")
         low, high = self.action_space.low, self.action_space.high
         a = np.clip(np.asarray(actions, dtype=np.float64).reshape(self.num_envs, -1), low, high)
-        member = self._members[self.rng.integers(0, len(self._members), size=self.num_envs)]
+        elites = self.model.elites
+        member = elites[self.rng.integers(0, len(elites), size=self.num_envs)]
         s = self._states
         if anchor is None:
             s2 = self._predict(s, a, member)
@@ -428,19 +411,3 @@ class ModelVecEnv(VecEnv):
         """Reseed the member and start-state draws."""
         self.rng = np.random.default_rng(seed)
         return [seed] * self.num_envs
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """The attribute of this VecEnv, repeated for each env in ``indices``."""
-        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute of this VecEnv."""
-        setattr(self, attr_name, value)
-
-    def env_method(self, method_name: str, *args, indices: VecEnvIndices = None, **kwargs):
-        """Call a method of this VecEnv once per env in ``indices``."""
-        return [getattr(self, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
-        """No env is wrapped."""
-        return [False for _ in self._get_indices(indices)]
