@@ -25,19 +25,7 @@ import numpy as np
 
 import jacobian_wrappers as jw
 from jacobian_wrappers.agreement import MISMATCH_TOLERANCE, env_step_central_difference
-
-GYM_ENVS = (
-    "Ant-v5",
-    "HalfCheetah-v5",
-    "Hopper-v5",
-    "Walker2d-v5",
-    "Humanoid-v5",
-    "Swimmer-v5",
-    "Reacher-v5",
-    "Pusher-v5",
-    "InvertedPendulum-v5",
-    "InvertedDoublePendulum-v5",
-)
+from jacobian_wrappers.gym_mujoco import GYM_V5_ENVS
 
 
 def check_env(env_id: str, backend: str | None, steps: int, seed: int) -> dict:
@@ -85,7 +73,7 @@ def check_env(env_id: str, backend: str | None, steps: int, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=list(GYM_ENVS))
+    parser.add_argument("--envs", nargs="+", default=list(GYM_V5_ENVS))
     parser.add_argument("--backends", nargs="+", default=["default", "mjx", "mujoco"])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=3)

@@ -25,6 +25,7 @@ mismatched where they differ.
 from __future__ import annotations
 
 import functools
+import hashlib
 import warnings
 from typing import Any
 
@@ -49,7 +50,28 @@ from jacobian_wrappers.agreement import (
 from jacobian_wrappers.compilation_cache import compile_notice, enable_compilation_cache
 from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
 
-__all__ = ["GymMujocoJacobians", "default_backend", "is_gym_mujoco_env", "mjx_step_jacobian"]
+__all__ = [
+    "GYM_V5_ENVS",
+    "GymMujocoJacobians",
+    "default_backend",
+    "is_gym_mujoco_env",
+    "mjx_step_jacobian",
+    "model_fingerprint",
+]
+
+#: Gymnasium's ten MuJoCo v5 benchmark envs.
+GYM_V5_ENVS = (
+    "Ant-v5",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Humanoid-v5",
+    "Swimmer-v5",
+    "Reacher-v5",
+    "Pusher-v5",
+    "InvertedPendulum-v5",
+    "InvertedDoublePendulum-v5",
+)
 
 
 def is_gym_mujoco_env(env: Any) -> bool:
@@ -84,6 +106,28 @@ def default_backend(model: mujoco.MjModel) -> tuple[str, str | None]:
     return ("mjx", None) if cause is None else ("mujoco", cause)
 
 
+def model_fingerprint(model: mujoco.MjModel) -> str:
+    """A hash of every array and option of ``model``: equal for models MJX runs alike."""
+    digest = hashlib.sha1()
+    for obj in (model, model.opt):
+        for name in sorted(dir(obj)):
+            if name.startswith("_"):
+                continue
+            try:
+                value = getattr(obj, name)
+            except Exception:  # attributes MuJoCo cannot read on this model
+                continue
+            if isinstance(value, np.ndarray | int | float):
+                digest.update(name.encode())
+                digest.update(np.asarray(value).tobytes())
+    return digest.hexdigest()
+
+
+# Compiled programs by (model fingerprint, substeps, method): the envs of a
+# DummyVecEnv of one Gymnasium id share one compile instead of one each.
+_PROGRAMS: dict[tuple[str, int, str], Any] = {}
+
+
 def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str = "implicit"):
     """A ``(s, ctrl, warmstart) -> (s_next, [J_s | J_a])`` of ``n_substeps`` MJX steps, jitted.
 
@@ -91,15 +135,25 @@ def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str = "imp
     solver (:mod:`jacobian_wrappers._solver_tangent`); with ``"implicit"`` a
     step whose implicit tangent is not verified exact is recomputed
     ``"unrolled"`` (compiled when first needed), so the Jacobian is the same.
+    Models with equal arrays and options (:func:`model_fingerprint`) share one
+    program per process.
 
     Raises:
         ValueError: The model uses a feature MJX does not support (named in
             the message, with the suggestion ``backend="mujoco"``), or an
             unknown ``method``.
     """
+    check_jacobian_method(method)
+    key = (model_fingerprint(model), int(n_substeps), method)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = _build_step_jacobian(model, int(n_substeps), method)
+    return _PROGRAMS[key]
+
+
+def _build_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str):
+    """The program of :func:`mjx_step_jacobian`, built (and compiled on first call)."""
     from mujoco import mjx
 
-    check_jacobian_method(method)
     enable_compilation_cache()  # the default cache: a second process starts in seconds
     space = StateSpace.from_model(model)
     with precision_scope("float64"):
@@ -129,7 +183,7 @@ def mjx_step_jacobian(model: mujoco.MjModel, n_substeps: int, method: str = "imp
 
     compiled = {m: jax.jit(functools.partial(step, method=m)) for m in JACOBIAN_METHODS}
 
-    name = f"MJX step + Jacobian of this Gymnasium model (nv={model.nv}, float64)"
+    name = f"MJX step + Jacobian of a Gymnasium model (nv={model.nv}, nu={model.nu}, float64)"
 
     def run(s: np.ndarray, ctrl: np.ndarray, warmstart: np.ndarray):
         with precision_scope("float64"), compile_notice(name):

@@ -31,20 +31,7 @@ from jacobian_wrappers.agreement import (
     mark_mismatch,
     next_state_error,
 )
-from jacobian_wrappers.gym_mujoco import default_backend
-
-GYM_V5 = (
-    "Ant-v5",
-    "HalfCheetah-v5",
-    "Hopper-v5",
-    "Walker2d-v5",
-    "Humanoid-v5",
-    "Swimmer-v5",
-    "Reacher-v5",
-    "Pusher-v5",
-    "InvertedPendulum-v5",
-    "InvertedDoublePendulum-v5",
-)
+from jacobian_wrappers.gym_mujoco import GYM_V5_ENVS, default_backend
 
 
 # ------------------------------------------------------------ pure functions
@@ -168,7 +155,7 @@ def test_ant_both_backends_against_central_differences(ant_mjx) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id", GYM_V5)
+@pytest.mark.parametrize("env_id", GYM_V5_ENVS)
 def test_no_step_is_unflagged_and_wrong(env_id: str) -> None:
     """Gymnasium's ten MuJoCo v5 envs with the default backend, a few steps each."""
     with warnings.catch_warnings():
@@ -246,3 +233,16 @@ def test_playground_c_backend_flags_where_the_mjx_step_leaves_it() -> None:
             assert t["jacobian_nonsmooth"][i].all() == mismatch
             flagged += mismatch
     assert flagged > 0
+
+
+def test_envs_of_one_model_share_one_program() -> None:
+    """A DummyVecEnv of one Gymnasium id compiles once: equal models, one program."""
+    from jacobian_wrappers.gym_mujoco import mjx_step_jacobian, model_fingerprint
+
+    a, b = (gym.make("InvertedPendulum-v5").unwrapped.model for _ in range(2))
+    assert model_fingerprint(a) == model_fingerprint(b)
+    assert mjx_step_jacobian(a, 2) is mjx_step_jacobian(b, 2)
+    b.body_mass[1] += 1.0  # another model: another program
+    assert model_fingerprint(a) != model_fingerprint(b)
+    assert mjx_step_jacobian(a, 2) is not mjx_step_jacobian(b, 2)
+    assert mjx_step_jacobian(a, 2) is not mjx_step_jacobian(a, 2, "unrolled")

@@ -395,8 +395,22 @@ def test_model_vec_env_reports_a_non_finite_prediction(linear_ensemble) -> None:
 
 
 def test_any_sb3_algorithm_trains_in_the_model(linear_ensemble) -> None:
+    """PPO collects its rollouts in the model and updates its policy from them: the rewards it
+    stored are the reward function of the model's predicted states."""
     env = _linear_env(linear_ensemble, n_envs=2, episode_length=8)
-    PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0).learn(32)
+    agent = PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0)
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    agent.learn(32)
+    assert agent.num_timesteps == 32
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True)
+    )
+    # The rollout buffer's observations are the model's states (observe = identity here), and
+    # its rewards are s'[0] of the model's next states: the states the next row holds.
+    buf = agent.rollout_buffer  # after training: observations flattened env by env
+    obs, rewards = buf.observations.reshape(2, 16, D_S).swapaxes(0, 1), buf.rewards
+    same_episode = ~buf.episode_starts.reshape(16, 2)[1:].astype(bool)
+    np.testing.assert_allclose(rewards[:-1][same_episode], obs[1:, :, 0][same_episode], rtol=1e-5)
 
 
 def test_model_vec_env_bad_input(linear_ensemble, cartpole_env) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jacobian_wrappers as jw
+from tests.helpers import finite_difference_jacobian
 
 D_S = {
     "BallInCup": 8,
@@ -42,3 +43,15 @@ def test_study_env_steps_with_jacobians(env_name: str) -> None:
     assert info["jacobian_action"].shape == (d_s, d_a)
     assert np.isfinite(info["jacobian_state"]).all() and np.isfinite(info["jacobian_action"]).all()
     assert np.isfinite(reward) and not terminated and not truncated
+    # One more step, its Jacobian against central differences of the same compiled step,
+    # where the step is smooth (the two step sizes agree: no contact switch inside h).
+    inner = env.unwrapped
+    state, action = inner._state, env.action_space.sample()
+    info = env.step(action)[4]
+    jac = np.concatenate([info["jacobian_state"], info["jacobian_action"]], axis=1)
+    fd6 = finite_difference_jacobian(inner.sim, state, info["action"], h=1e-6)
+    fd5 = finite_difference_jacobian(inner.sim, state, info["action"], h=1e-5)
+    scale = np.abs(fd6).max()
+    smooth = (np.abs(fd5 - fd6) <= 1e-6 * scale) & ~info["jacobian_nonsmooth"][None, :]
+    assert smooth.mean() > 0.8, smooth.mean()
+    np.testing.assert_allclose(jac[smooth], fd6[smooth], rtol=1e-4, atol=1e-6 * scale)
