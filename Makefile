@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # GPU machines (nvidia-smi found) skip the pin; override with `make setup TORCH_CPU=`.
 TORCH_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,torch==2.13.0)
 DEMO_ARGS ?= --env CartpoleBalance --timesteps 4096 --n-envs 8 --logdir runs/
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: setup demo test test-fast test-latest lint docs bench clean
 

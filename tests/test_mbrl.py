@@ -721,7 +721,8 @@ def test_mbpo_bad_input(cartpole_env) -> None:
 @pytest.mark.slow  # compiles the task functions
 def test_mbpo_simulator_rollouts_are_the_real_steps(cartpole_env) -> None:
     model = _mbpo(cartpole_env, rollout_dynamics="simulator", rollout_batch_size=8)
-    assert isinstance(model.model_env.model, SimulatorModel)
+    (member,) = model.model_env.model.members  # the simulator, a one-member ensemble
+    assert isinstance(member, SimulatorModel)
     buf = model.replay_buffer
     _fill(cartpole_env, buf, 10, seed=5)
     rows = buf.rows()
@@ -737,6 +738,8 @@ def test_mbpo_simulator_rollouts_are_the_real_steps(cartpole_env) -> None:
 
 class _StateBiased(torch.nn.Module):
     """The true step plus an error that depends on the state alone."""
+
+    name = "state_biased"
 
     def __init__(self, sim: SimulatorModel) -> None:
         super().__init__()
@@ -754,8 +757,8 @@ def test_mbpo_anchored_rollouts_cancel_the_model_error_at_the_start_state(cartpo
                   rollout_length=1, rollout_anchor=True)  # fmt: skip
     model.set_logger(configure(None, []))
     _fill(cartpole_env, model.replay_buffer, 10, seed=6)
-    env, sim = model.model_env, model.model_env.model
-    env.model = _StateBiased(sim)
+    env, (sim,) = model.model_env, model.model_env.model.members
+    env.model = DynamicsEnsemble.of(_StateBiased(sim))
     rng = copy.deepcopy(model._rng)  # the branch draw rollout_model will make
     model.rollout_model()
     s = model.replay_buffer.sample_rows(8, rng, keys=["state"])["state"]
