@@ -1,10 +1,13 @@
 """Reproduce the study's sparsity analysis: collect float64 data on its eight envs, report.
 
     python examples/reproduce_paper.py --steps 2000 --out paper/
-    python examples/reproduce_paper.py --steps 1000000 --policy-dir experts/ --out paper/
+    python examples/reproduce_paper.py --steps 1000000 --policy experts --out paper-experts/
 
-For each env, ``--policy-dir/<Env>.zip`` (an SB3 agent, e.g. from
-``train_expert.py``) acts if it exists, a uniform random policy otherwise.
+``--policy experts``: each env's shipped expert agent
+(``jacobian_wrappers.load_expert``, its stochastic policy as the study used),
+a uniform random policy where none is shipped (said in the output and the
+report); ``--policy random`` everywhere; ``--policy-dir DIR``: ``DIR/<Env>.zip``
+where it exists.
 Data go to ``OUT/data/<Env>.h5`` (an existing file is resumed), the report to
 ``OUT/report/report.md``.
 """
@@ -32,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=list(STUDY_ENVS))
     parser.add_argument("--steps", type=int, default=1_000_000, help="transitions per env")
+    parser.add_argument("--policy", default="random", choices=("random", "experts"))
     parser.add_argument("--policy-dir", default=None, help="directory of <Env>.zip agents")
     parser.add_argument("--out", required=True)
     parser.add_argument("--n-envs", type=int, default=64)
@@ -47,7 +51,9 @@ def main() -> None:
     for name in args.envs:
         t0 = time.perf_counter()
         policy = "random"
-        if args.policy_dir and (Path(args.policy_dir) / f"{name}.zip").exists():
+        if args.policy == "experts" and name in jw.available_experts():
+            policy = f"expert:{name}"
+        elif args.policy_dir and (Path(args.policy_dir) / f"{name}.zip").exists():
             policy = str(Path(args.policy_dir) / f"{name}.zip")
         path = out / "data" / f"{name}.h5"
         env = jw.PlaygroundVecEnv(name, args.n_envs, seed=args.seed, precision="float64")

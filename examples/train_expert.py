@@ -58,18 +58,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", required=True, help="Playground task, e.g. CheetahRun")
     parser.add_argument("--timesteps", type=int, required=True)
-    parser.add_argument("--out", required=True, help="where to save the model (.zip)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="where to save the model (.zip); default: the shipped "
+        "jacobian_wrappers/experts/<env>.zip, whose returns.json gets its evaluation",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logdir", default="runs/experts")
     parser.add_argument("--eval-freq", type=int, default=50_000, help="env steps between evals")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--checkpoint-freq", type=int, default=100_000, help="env steps")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint, if any"
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint, else from --out itself if it exists",
     )
     args = parser.parse_args()
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecMonitor
 
     import jacobian_wrappers as jw
@@ -80,7 +88,7 @@ def main() -> None:
     eval_env = VecMonitor(
         jw.PlaygroundVecEnv(args.env, args.eval_episodes, seed=10_000 + args.seed, jacobians=False)
     )
-    out = Path(args.out)
+    out = Path(args.out) if args.out else jw.expert_agents.EXPERT_DIR / f"{args.env}.zip"
     evaluator = EvalCallback(
         eval_env,
         n_eval_episodes=args.eval_episodes,
@@ -92,6 +100,8 @@ def main() -> None:
     ckpt_dir = out.parent / f"{out.stem}_ckpt"
     checkpoints = CheckpointCallback(max(1, args.checkpoint_freq // n_envs), str(ckpt_dir), "ppo")
     latest = _latest_checkpoint(ckpt_dir) if args.resume else None
+    if args.resume and latest is None and out.exists():
+        latest = out  # a shipped agent: trained further from where it stopped
     if latest is not None:
         model = PPO.load(latest, env=env, tensorboard_log=args.logdir)
         print(f"resuming from {latest} ({model.num_timesteps} steps)")
@@ -117,7 +127,17 @@ def main() -> None:
     )
     for t, r in zip(steps, returns, strict=True):
         print(f"  eval at {t:>8} steps: mean return {r:7.1f} ({args.eval_episodes} episodes)")
-    print(f"saved {out}")
+    # The saved agent's own return: its stochastic policy, as the study evaluated.
+    command = (
+        f"python examples/train_expert.py --env {args.env} --timesteps {args.timesteps} --resume"
+    )
+    if out.parent == jw.expert_agents.EXPERT_DIR:
+        r = jw.expert_agents.evaluate_expert(model, args.env, args.eval_episodes, command=command)
+        mean, std, target = r["mean_return"], r["std_return"], r["study_return"]
+    else:
+        mean, std = evaluate_policy(model, eval_env, args.eval_episodes, deterministic=False)
+        target = jw.expert_agents.STUDY_RETURNS.get(args.env)
+    print(f"saved {out}: mean return {mean:.1f} ± {std:.1f} (study: {target})")
 
 
 if __name__ == "__main__":

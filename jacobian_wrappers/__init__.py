@@ -22,6 +22,7 @@ from jacobian_wrappers.compilation_cache import (
     default_cache_dir,
     enable_compilation_cache,
 )
+from jacobian_wrappers.expert_agents import available_experts, load_expert
 from jacobian_wrappers.jacobian_wrapper import DEFAULT_INFO_KEYS, JacobianWrapper
 from jacobian_wrappers.playground_env import PlaygroundEnv, StepJacobians
 from jacobian_wrappers.registry import (
@@ -55,11 +56,13 @@ __all__ = [
     "TransitionRecorder",
     "TransitionWriter",
     "available_envs",
+    "available_experts",
     "collect",
     "default_cache_dir",
     "enable_compilation_cache",
     "get_simulator",
     "gym_id",
+    "load_expert",
     "make_policy",
     "register_gymnasium_envs",
 ]

@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD, check_threshold_precision
 from dynamic_sparsity.analysis.storage import TransitionWriter
 from jacobian_wrappers._validation import check_int
+from jacobian_wrappers.expert_agents import load_expert
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
 from jacobian_wrappers.vec_transitions import (
     check_env_has_jacobians,
@@ -141,14 +142,17 @@ def make_policy(policy: Any, env: VecEnv, seed: int = 0) -> tuple[Policy, str]:
     """A batch policy ``obs -> actions`` and its description.
 
     Args:
-        policy: ``"random"`` (uniform in the action box), a path to an SB3
-            ``.zip`` (PPO, SAC, ... loaded with its class from the zip), an
-            SB3 model (its stochastic ``predict``), or a callable ``obs -> actions``.
+        policy: ``"random"`` (uniform in the action box), ``"expert:<Task>"``
+            (the shipped agent of that task, :func:`~jacobian_wrappers.load_expert`),
+            a path to an SB3 ``.zip`` (PPO, SAC, ... loaded with its class from
+            the zip), an SB3 model (its stochastic ``predict``), or a callable
+            ``obs -> actions``.
         env: The env the policy will act in.
         seed: Seed of the random policy.
 
     Raises:
-        ValueError: An unknown policy string or a file that is not an SB3 model.
+        ValueError: An unknown policy string, an unknown expert or one whose
+            spaces are not the env's, or a file that is not an SB3 model.
     """
     if isinstance(policy, str | os.PathLike) and str(policy) == "random":
         rng = np.random.default_rng(seed)
@@ -160,7 +164,10 @@ def make_policy(policy: Any, env: VecEnv, seed: int = 0) -> tuple[Policy, str]:
 
         return random_policy, f"random uniform in the action box (seed {seed})"
     source = None
-    if isinstance(policy, str | os.PathLike):
+    if isinstance(policy, str) and policy.startswith("expert:"):
+        name = policy.removeprefix("expert:")
+        policy, source = load_expert(name, env), f"shipped expert {name}"
+    elif isinstance(policy, str | os.PathLike):
         policy, source = _load_sb3(str(policy))
     if hasattr(policy, "predict"):
         model = policy

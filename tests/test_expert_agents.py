@@ -1,0 +1,70 @@
+"""The shipped expert agents: they load, act in their envs, drive a collection; bad names and
+mismatched envs are refused before any step."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import jacobian_wrappers as jw
+from jacobian_wrappers.expert_agents import EXPERT_DIR, STUDY_RETURNS
+
+
+def test_every_shipped_agent_has_its_record() -> None:
+    records = json.loads((EXPERT_DIR / "returns.json").read_text())
+    assert set(jw.available_experts()) == set(records) and records
+    for name, r in records.items():
+        assert name in STUDY_RETURNS and r["study_return"] == STUDY_RETURNS[name]
+        assert r["meets_study"] == (r["mean_return"] >= r["study_return"])
+        assert r["episodes"] >= 10 and r["policy"] == "stochastic" and r["timesteps"] > 0
+
+
+def test_unknown_name_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="no expert agent 'Nope'; available: .*ReacherHard"):
+        jw.load_expert("Nope")
+
+
+def test_an_env_of_other_shapes_is_refused_naming_both() -> None:
+    """ReacherHard's agent (obs 6, action 2) in an env of CartpoleBalance's shapes."""
+    other = gym.Env()
+    other.observation_space = gym.spaces.Box(-1, 1, (5,))
+    other.action_space = gym.spaces.Box(-1, 1, (2,))
+    with pytest.raises(ValueError, match=r"observations of shape \(6,\).* shape \(5,\)"):
+        jw.load_expert("ReacherHard", other)
+    other.observation_space = gym.spaces.Box(-1, 1, (6,))
+    other.action_space = gym.spaces.Box(-1, 1, (1,))
+    with pytest.raises(ValueError, match=r"actions of shape \(2,\).* shape \(1,\)"):
+        jw.load_expert("ReacherHard", other)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", jw.available_experts())
+def test_each_agent_drives_its_env(name: str, tmp_path) -> None:
+    """collect(policy="expert:<name>"): the agent's stochastic actions, in its box, stored."""
+    env = jw.PlaygroundVecEnv(name, 2, seed=0, jacobians=False, episode_length=20)
+    model = jw.load_expert(name, env)
+    result = jw.collect(env, 40, tmp_path / "x.h5", policy=f"expert:{name}")
+    with jw.TransitionReader(result.path) as data:
+        assert len(data) == 40 and f"shipped expert {name}" in data.meta.policy
+        actions = data.read("action")
+    assert np.all(np.abs(actions) <= 1.0) and actions.std() > 0
+    obs = env.reset()
+    first = model.predict(obs, deterministic=False)[0]
+    again = model.predict(obs, deterministic=False)[0]
+    assert first.shape == (2, *env.action_space.shape) and not np.array_equal(first, again)
+
+
+def test_scripts_list_the_study_envs_as_the_package_does() -> None:
+    """examples/reproduce_paper.py keeps its own copy (its --help imports no JAX)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "reproduce_paper.py"
+    spec = importlib.util.spec_from_file_location("reproduce_paper", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert tuple(module.STUDY_ENVS) == jw.STUDY_ENVS
+    assert set(STUDY_RETURNS) == set(jw.STUDY_ENVS)
