@@ -9,13 +9,14 @@
 # the packages of the current Python are used. Every result is printed (and
 # written under $OUT) as soon as it exists, so a run cut short keeps what it
 # measured. Test it on a CPU at small sizes first:
-#   N_ENVS=8 BIG_N=16 SECONDS_PER=1 bash benchmarks/gpu_measure.sh CartpoleBalance
+#   N_ENVS=8 BIG_N=16 BIG_ENV=CartpoleBalance SECONDS_PER=1 bash benchmarks/gpu_measure.sh CartpoleBalance
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
 N_ENVS=${N_ENVS:-4096}
 BIG_N=${BIG_N:-16384}
 SECONDS_PER=${SECONDS_PER:-5}
+BIG_ENV=${BIG_ENV:-CheetahRun}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
@@ -36,4 +37,4 @@ for env in "${ENVS[@]}"; do
     --skip unrolled bound fd --seconds "$SECONDS_PER" --envs "$env" | tee "$OUT/throughput_${env}.md"
 done
 $PY benchmarks/jacobian_throughput.py --precision float64 --n-envs "$BIG_N" \
-  --skip unrolled bound fd --seconds "$SECONDS_PER" --envs CheetahRun | tee "$OUT/throughput_CheetahRun_${BIG_N}.md"
+  --skip unrolled bound fd --seconds "$SECONDS_PER" --envs "$BIG_ENV" | tee "$OUT/throughput_${BIG_ENV}_${BIG_N}.md"

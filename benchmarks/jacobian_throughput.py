@@ -12,8 +12,9 @@ For each env and batch size, measured side by side in one run:
 * ``jitted``: the exact variant's own jitted step alone (device arrays in and
   out, no host transfer, no info dicts, no recomputation): the ceiling of what
   ``step()`` can deliver; ``full / jitted`` is the share reaching the user;
-* ``collect``: ``jacobian_wrappers.collect`` of the exact variant into an HDF5
-  file (rows/s, the episode bookkeeping and the writer included);
+* ``collect``: ``jacobian_wrappers.collect`` of 64 vector steps of the exact
+  variant into an HDF5 file (rows/s; the reset, the episode bookkeeping and
+  the writer included);
 * ``vec``: the same VecEnv with ``jacobians=False``;
 * ``bound``: a hand-written ``jax.jit(jax.vmap(jax.jacfwd(step)))`` of MJX's
   plain step on device arrays, no host transfer: the bound of the unrolled path;
@@ -106,15 +107,19 @@ def jitted_stepper(env_name: str, n: int, precision: str, method=None):
     return step
 
 
+#: Vector steps per timed ``collect`` call (its file and reset cost spread over them).
+COLLECT_STEPS = 64
+
+
 def collect_stepper(env_name: str, n: int, precision: str, folder: str, method=None):
-    """``collect`` of 8 vector steps of the exact VecEnv into an HDF5 file (rows per call)."""
+    """``collect`` of 64 vector steps of the exact VecEnv into an HDF5 file (rows per call)."""
     venv = jw.PlaygroundVecEnv(env_name, n, seed=0, precision=precision, jacobian_method=method)
     venv.reset()
     venv.warm_up()
     path = f"{folder}/{env_name}_{n}.h5"
 
     def step() -> None:
-        jw.collect(venv, 8 * n, path, overwrite=True)
+        jw.collect(venv, COLLECT_STEPS * n, path, overwrite=True)
 
     return step
 
@@ -221,7 +226,8 @@ def main() -> None:
                 fns = _steppers(
                     env_name, n, args.precision, args.skip, folder, args.jacobian_method
                 )
-                items = dict.fromkeys(fns, n) | ({"collect": 8 * n} if "collect" in fns else {})
+                items = dict.fromkeys(fns, n)
+                items |= {"collect": COLLECT_STEPS * n} if "collect" in fns else {}
                 r = dict.fromkeys(VARIANTS, nan)
                 r |= interleaved_rates(fns, items, len(fns) * args.seconds)
                 counts = fns["exact"].venv.jacobian_counts

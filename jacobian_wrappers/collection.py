@@ -363,9 +363,17 @@ def collect(
                 bar.append(tqdm(total=n_steps, initial=initial, unit="step", desc=meta.env_name))
                 return bar[0]
 
+        # The rows come from the batch arrays: a PlaygroundVecEnv need not build per-env
+        # info dicts of its Jacobians meanwhile (the host work that grows with n_envs).
+        base = env.unwrapped if isinstance(env.unwrapped, PlaygroundVecEnv) else None
+        in_infos = base is not None and base.jacobians_in_infos
         try:
+            if base is not None:
+                base.jacobians_in_infos = False
             timing = _step_until(env, act, recorder, n_steps, make_bar)
         finally:
+            if base is not None:
+                base.jacobians_in_infos = in_infos
             if bar:
                 bar[0].close()
         rows = writer.total_rows

@@ -61,6 +61,9 @@ def _select(mask: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(pick, a, b)
 
 
+#: Row counts the unrolled recomputation of unverified transitions is compiled for.
+_RECOMPUTE_BUCKETS = (8, 64, 512)
+
 #: The Jacobian fields of each env's info, in the order ``step_wait`` fills them.
 _INFO_FIELDS = ("state", "action", "next_state", "jacobian_state", "jacobian_action", "nonsmooth")
 
@@ -195,6 +198,9 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
         self._elapsed: jax.Array | None = None
         self._obs: np.ndarray | None = None
         self.last_transition: dict[str, np.ndarray] = {}
+        #: Whether ``infos`` carry the Jacobian keys; ``collect`` turns it off while it
+        #: reads :attr:`last_transition` (the batch arrays) and needs no per-env dicts.
+        self.jacobians_in_infos = True
         #: Transitions whose exact Jacobians came out of the one jitted step
         #: (``"step"``) and those recomputed ``"unrolled"`` because the implicit
         #: solver tangent could not be verified (``"recomputed"``).
@@ -211,7 +217,7 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
             flag: self.sim.scoped(jax.jit(self._make_step(flag), **jit_kwargs))
             for flag in (False, True)
         }
-        self._recompute_fn: Any = None  # compiled when first needed
+        self._recompute_fns: dict[int, Any] = {}  # per bucket size, compiled when first needed
 
     # ---------------------------------------------------------- the one call
     def _make_step(self, with_jacobian: bool):
@@ -353,6 +359,7 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
             self.last_transition["jacobian_state"] = jac[:, :, :d_t]
             self.last_transition["jacobian_action"] = jac[:, :, d_t:]
             self.last_transition["jacobian_nonsmooth"] = nonsmooth
+        if with_jac and self.jacobians_in_infos:
             # One dict per env is what SB3's VecEnv API asks for; its entries are
             # views into the batch arrays (rows of s, s', J), built in one pass.
             keys = self.info_keys
@@ -378,17 +385,25 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
         what = "step + Jacobian" if with_jacobian else "step"
         return f"{self.env_name} {self.precision} {what} ({self.num_envs} envs)"
 
+    def _recompute_buckets(self) -> tuple[int, ...]:
+        """The row counts the recomputation is compiled for: 8, 64, 512, capped at ``n_envs``."""
+        return tuple(sorted({min(b, self.num_envs) for b in _RECOMPUTE_BUCKETS}))
+
     def _recompute(self, state: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact Jacobians of envs ``rows`` of the step just taken from ``state``, unrolled.
 
         Called where the implicit solver tangent of a transition could not be
-        verified. Rows go in chunks of a fixed size (at most 8, one compile),
-        the last padded by repeating a row; the rows are picked inside the
-        jitted call (picking each leaf of MJX's state eagerly costs ~100
-        dispatches).
+        verified. The rows go to the device in as few calls as the bucket sizes
+        allow (the smallest bucket that holds them all, else chunks of the
+        largest; one compiled program per bucket), padded by repeating a row;
+        they are picked inside the jitted call (picking each leaf of MJX's
+        state eagerly costs ~100 dispatches). A step of 1024 envs with 17
+        unverified rows makes one call, not three.
         """
-        chunk = min(self.num_envs, 8)
-        if self._recompute_fn is None:
+        buckets = self._recompute_buckets()
+        chunk = next((b for b in buckets if b >= len(rows)), buckets[-1])
+        fn = self._recompute_fns.get(chunk)
+        if fn is None:
             sim = self.sim
 
             def jacobians(state: Any, idx: jax.Array, actions: jax.Array):
@@ -396,15 +411,16 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
                 out = jax.vmap(lambda st, a: sim.transition(st, a, True, "unrolled"))(
                     picked, actions[idx]
                 )
-                return out.jacobian.reshape(chunk, -1), out.nonsmooth
+                return out.jacobian.reshape(len(idx), -1), out.nonsmooth
 
-            self._recompute_fn = self.sim.scoped(jax.jit(jacobians))
+            fn = self._recompute_fns[chunk] = self.sim.scoped(jax.jit(jacobians))
         flats, flags = [], []
         actions = np.asarray(self._actions, dtype=self.sim.dtype)
         for lo in range(0, len(rows), chunk):
             part = rows[lo : lo + chunk]
             idx = np.concatenate([part, np.full(chunk - len(part), part[-1])]).astype(np.int32)
-            flat, nonsmooth = self._recompute_fn(state, idx, actions)
+            with compile_notice(f"{self._program_name(True)}: recomputation of {chunk} rows"):
+                flat, nonsmooth = fn(state, idx, actions)
             flats.append(np.asarray(flat)[: len(part)])
             flags.append(np.asarray(nonsmooth)[: len(part)])
         self.jacobian_counts["recomputed"] += len(rows)
@@ -415,8 +431,8 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
 
         The step with and without Jacobians (only those this configuration
         runs) compile at the first step that needs them; the unrolled
-        recomputation of unverified transitions
-        (``jacobian_method="implicit"``) compiles when the first one occurs,
+        recomputation of unverified transitions (``jacobian_method="implicit"``,
+        one program per bucket size up to ``n_envs``) compiles when the first one occurs,
         which can be thousands of steps in. Call this before timing steps.
         Resets the envs if they were not reset yet; their states do not change.
         """
@@ -435,8 +451,9 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
         if with_jac and self.jacobian_method == "implicit":
             saved, self._actions = self._actions, zeros
             try:
-                self._recompute(self._state, np.zeros(1, np.int64))
-                self.jacobian_counts["recomputed"] -= 1  # a warm-up, not a transition
+                for size in self._recompute_buckets():  # one call per bucket compiles it
+                    self._recompute(self._state, np.zeros(size, np.int64))
+                    self.jacobian_counts["recomputed"] -= size  # a warm-up, not transitions
             finally:
                 self._actions = saved
 

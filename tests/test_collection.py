@@ -228,3 +228,32 @@ def test_non_smooth_transitions_are_stored_and_masked(cartpole_vec64, tmp_path):
         analyse_dataset(path, nonsmooth="drop")
     report = (write_report([masked], tmp_path / "report")).read_text()
     assert f"{on_bound.sum()} of 256 transitions" in report and "Threshold sensitivity" in report
+
+
+def test_collect_builds_no_per_env_jacobian_dicts(cartpole_vec64, tmp_path):
+    """collect reads the batch arrays; the VecEnv's infos carry no Jacobians meanwhile, and
+    do again afterwards."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    class Infos(VecEnvWrapper):
+        def __init__(self, venv):
+            super().__init__(venv)
+            self.keys: set[str] = set()
+
+        def reset(self):
+            return self.venv.reset()
+
+        def step_wait(self):
+            obs, rewards, dones, infos = self.venv.step_wait()
+            self.keys |= {k for info in infos for k in info}
+            return obs, rewards, dones, infos
+
+    seen = Infos(cartpole_vec64)
+    jw.collect(seen, 4 * N_ENVS, tmp_path / "quiet.h5")
+    assert "n_contacts" in seen.keys and "jacobian_state" not in seen.keys
+    with jw.TransitionReader(tmp_path / "quiet.h5") as r:
+        assert np.isfinite(r.read("jacobian_state")).all() and len(r) == 4 * N_ENVS
+    assert cartpole_vec64.jacobians_in_infos
+    cartpole_vec64.reset()
+    infos = cartpole_vec64.step(np.zeros((N_ENVS, 1)))[3]
+    assert "jacobian_state" in infos[0]

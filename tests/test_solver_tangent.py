@@ -108,7 +108,7 @@ def test_unverified_transitions_are_recomputed() -> None:
 
 @pytest.mark.slow
 def test_vec_env_recomputes_unverified_rows() -> None:
-    """The VecEnv's second call (chunks of 8, the last padded) fills exactly the flagged rows:
+    """The VecEnv's second call (the smallest bucket that holds the rows) fills the flagged rows:
     the same Jacobians as a VecEnv that unrolls every step, after a warm-up or without."""
     kwargs = {"n_envs": 10, "seed": 3, "precision": "float64"}
     fast = jw.PlaygroundVecEnv("BallInCup", **kwargs)
@@ -131,6 +131,17 @@ def test_vec_env_recomputes_unverified_rows() -> None:
     assert counts["step"] + counts["recomputed"] == 120
     assert counts["recomputed"] > 0
     assert plain.jacobian_counts == {"step": 120, "recomputed": 0}
+    # More rows than the smallest bucket (8) go in one call of the next (here n_envs = 10):
+    # all ten rows of one more step, recomputed, are the unrolled VecEnv's Jacobians.
+    assert fast._recompute_buckets() == (8, 10)
+    state = fast._state
+    actions = rng.uniform(-1, 1, (10, 2))
+    fast.step(actions), plain.step(actions)
+    flat, flags = fast._recompute(state, np.arange(10))
+    b = plain.last_transition
+    want = np.concatenate([b["jacobian_state"], b["jacobian_action"]], axis=2).reshape(10, -1)
+    np.testing.assert_allclose(flat, want, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(flags, b["jacobian_nonsmooth"])
 
 
 def test_jacobian_method_is_checked_before_compiling() -> None:
