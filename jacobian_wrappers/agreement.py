@@ -35,6 +35,7 @@ __all__ = [
     "MISMATCH_TOLERANCE",
     "divergence_cause",
     "env_step_central_difference",
+    "error_against_central_differences",
     "mark_mismatch",
     "next_state_error",
 ]
@@ -149,3 +150,23 @@ def env_step_central_difference(
     finally:
         env.data = saved
     return np.stack(cols, axis=1)
+
+
+def error_against_central_differences(
+    env: Any, s: np.ndarray, warmstart: np.ndarray, ctrl: np.ndarray, jacobian: np.ndarray
+) -> tuple[bool, float]:
+    """Whether ``jacobian`` differs from the env's own step beyond the differences' error.
+
+    The reference is :func:`env_step_central_difference` at ``h = 1e-6``; its
+    error is estimated by its disagreement with ``h = 1e-5``. The Jacobian is
+    *wrong* where it is farther from the reference than ten times that, plus
+    ``1e-7`` of the largest element.
+
+    Returns:
+        ``(wrong, largest difference relative to the largest element)``.
+    """
+    fd6 = env_step_central_difference(env, s, warmstart, ctrl, 1e-6)
+    fd5 = env_step_central_difference(env, s, warmstart, ctrl, 1e-5)
+    scale = np.abs(fd6).max()
+    err = np.abs(jacobian - fd6).max()
+    return bool(err > 10 * np.abs(fd5 - fd6).max() + 1e-7 * scale), float(err / scale)
