@@ -1,4 +1,4 @@
-"""Train an SB3 PPO agent on a Playground task, log its evaluation return, save it.
+"""Train an SB3 PPO (or SAC) agent on a Playground task, log its evaluation return, save it.
 
     python examples/train_expert.py --env CartpoleBalance --timesteps 200000 \
         --out experts/CartpoleBalance.zip
@@ -10,7 +10,13 @@ the saved agent then drives collection with its stochastic policy, so the
 evaluation scores the stochastic policy too, as the study did.
 
 Long runs checkpoint every ``--checkpoint-freq`` steps (``<out stem>_ckpt/``);
-``--resume`` continues from the newest checkpoint up to ``--timesteps`` in all.
+``--resume`` continues from the newest checkpoint up to ``--timesteps`` in all
+(SAC's checkpoints carry its replay buffer, so a resumed SAC run loses nothing).
+
+PPO is the study's algorithm and the default. ``--algo sac`` is for the locomotion
+tasks, where PPO needs tens of millions of steps (Playground's own PPO recipe for
+CheetahRun: 60M) that one CPU core cannot give in a session, while SAC reaches
+the study's returns in a few hundred thousand (docs/data.md#expert-agents).
 """
 
 from __future__ import annotations
@@ -36,6 +42,20 @@ DEFAULT = {
     "ent_coef": 0.0,
     "policy_kwargs": {"net_arch": {"pi": [128, 128], "vf": [128, 128]}},
 }
+# SAC settings (SB3's defaults with the usual DMC ones: 256x256 nets, batch 256, one
+# update per env step).
+SAC_DEFAULT = {
+    "n_envs": 1,
+    "learning_rate": 3e-4,
+    "buffer_size": 1_000_000,
+    "learning_starts": 5_000,
+    "batch_size": 256,
+    "gamma": 0.99,
+    "tau": 0.005,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "policy_kwargs": {"net_arch": [256, 256]},
+}
 HYPERPARAMS: dict[str, dict] = {
     "CartpoleBalance": {},
     "ReacherHard": {"n_envs": 32, "learning_rate": 1e-3, "gamma": 0.95, "n_steps": 128},
@@ -43,14 +63,16 @@ HYPERPARAMS: dict[str, dict] = {
 }
 
 
-def hyperparameters(env_name: str) -> dict:
-    """PPO settings for ``env_name`` (DEFAULT updated by the env's entry)."""
+def hyperparameters(env_name: str, algo: str = "ppo") -> dict:
+    """Settings of ``algo`` for ``env_name`` (PPO: DEFAULT updated by the env's entry)."""
+    if algo == "sac":
+        return dict(SAC_DEFAULT)
     return {**DEFAULT, **HYPERPARAMS.get(env_name, {})}
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint of ``folder`` with the most steps (``ppo_<steps>_steps.zip``)."""
-    found = sorted(folder.glob("ppo_*_steps.zip"), key=lambda p: int(p.stem.split("_")[1]))
+def _latest_checkpoint(folder: Path, algo: str) -> Path | None:
+    """The checkpoint of ``folder`` with the most steps (``<algo>_<steps>_steps.zip``)."""
+    found = sorted(folder.glob(f"{algo}_*_steps.zip"), key=lambda p: int(p.stem.split("_")[1]))
     return found[-1] if found else None
 
 
@@ -64,6 +86,9 @@ def main() -> None:
         help="where to save the model (.zip); default: the shipped "
         "jacobian_wrappers/experts/<env>.zip, whose returns.json gets its evaluation",
     )
+    parser.add_argument(
+        "--algo", choices=("ppo", "sac"), default="ppo", help="SB3 algorithm (default: ppo)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logdir", default="runs/experts")
     parser.add_argument("--eval-freq", type=int, default=50_000, help="env steps between evals")
@@ -75,14 +100,15 @@ def main() -> None:
         help="continue from the newest checkpoint, else from --out itself if it exists",
     )
     args = parser.parse_args()
-    from stable_baselines3 import PPO
+    from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecMonitor
 
     import jacobian_wrappers as jw
 
-    params = hyperparameters(args.env)
+    algo_class = {"ppo": PPO, "sac": SAC}[args.algo]
+    params = hyperparameters(args.env, args.algo)
     n_envs = params.pop("n_envs")
     env = VecMonitor(jw.PlaygroundVecEnv(args.env, n_envs, seed=args.seed, jacobians=False))
     eval_env = VecMonitor(
@@ -98,15 +124,23 @@ def main() -> None:
         verbose=1,
     )
     ckpt_dir = out.parent / f"{out.stem}_ckpt"
-    checkpoints = CheckpointCallback(max(1, args.checkpoint_freq // n_envs), str(ckpt_dir), "ppo")
-    latest = _latest_checkpoint(ckpt_dir) if args.resume else None
+    checkpoints = CheckpointCallback(
+        max(1, args.checkpoint_freq // n_envs),
+        str(ckpt_dir),
+        args.algo,
+        save_replay_buffer=args.algo == "sac",
+    )
+    latest = _latest_checkpoint(ckpt_dir, args.algo) if args.resume else None
     if args.resume and latest is None and out.exists():
         latest = out  # a shipped agent: trained further from where it stopped
     if latest is not None:
-        model = PPO.load(latest, env=env, tensorboard_log=args.logdir)
+        model = algo_class.load(latest, env=env, tensorboard_log=args.logdir)
+        buffer = latest.parent / f"{args.algo}_replay_buffer_{model.num_timesteps}_steps.pkl"
+        if args.algo == "sac" and buffer.exists():
+            model.load_replay_buffer(buffer)
         print(f"resuming from {latest} ({model.num_timesteps} steps)")
     else:
-        model = PPO(
+        model = algo_class(
             "MlpPolicy", env, seed=args.seed, tensorboard_log=args.logdir, verbose=0, **params
         )
     start, done_before = time.perf_counter(), model.num_timesteps
@@ -129,7 +163,8 @@ def main() -> None:
         print(f"  eval at {t:>8} steps: mean return {r:7.1f} ({args.eval_episodes} episodes)")
     # The saved agent's own return: its stochastic policy, as the study evaluated.
     command = (
-        f"python examples/train_expert.py --env {args.env} --timesteps {args.timesteps} --resume"
+        f"python examples/train_expert.py --env {args.env} --timesteps {args.timesteps} "
+        f"--algo {args.algo} --resume"
     )
     if out.parent == jw.expert_agents.EXPERT_DIR:
         r = jw.expert_agents.evaluate_expert(model, args.env, args.eval_episodes, command=command)

@@ -25,8 +25,12 @@ def check_precision(precision: str) -> str:
 
 
 def numpy_dtype(precision: str) -> np.dtype:
-    """The numpy dtype of observations, states and Jacobians at ``precision``."""
-    return np.dtype(check_precision(precision))
+    """The numpy dtype of observations, states and Jacobians at ``precision``.
+
+    ``precision`` is one :func:`check_precision` has accepted (checked once, where
+    the user gave it).
+    """
+    return np.dtype(precision)
 
 
 @contextlib.contextmanager
@@ -35,7 +39,8 @@ def precision_scope(precision: str) -> Iterator[None]:
 
     ``float64`` needs ``jax_enable_x64``; scoping it per call lets float32 and
     float64 environments live in one process. Tracing, compiling and running a
-    jitted function must all happen inside the same scope.
+    jitted function must all happen inside the same scope. ``precision`` is one
+    :func:`check_precision` has accepted.
     """
-    with jax.enable_x64(check_precision(precision) == "float64"):
+    with jax.enable_x64(precision == "float64"):
         yield

@@ -1,4 +1,4 @@
-"""Expert agents shipped with the package: SB3 PPO policies of the study's envs.
+"""Expert agents shipped with the package: SB3 policies of the study's envs (PPO, SAC).
 
 ``load_expert("ReacherHard")`` returns the SB3 model trained by
 ``examples/train_expert.py`` and shipped in ``jacobian_wrappers/experts/``;
@@ -7,7 +7,9 @@ with its stochastic policy, as the study collected its data.
 ``experts/returns.json`` records how each was trained and its mean evaluation
 return (stochastic policy, 10 episodes) next to the study's Table A1.1
 (docs/data.md#expert-agents); an agent below its target is shipped too,
-marked so, as the checkpoint that further training resumes from.
+marked so, as the checkpoint that further training resumes from. The study's
+agents were PPO; where PPO cannot reach the study's return within a CPU's
+session the agent is SAC, and its record says ``"algorithm": "SAC"``.
 """
 
 from __future__ import annotations
@@ -77,16 +79,19 @@ def load_expert(name: str, env: Any = None, device: str = "cpu") -> Any:
         device: Torch device of the policy.
 
     Returns:
-        The SB3 model (``PPO``); act with ``model.predict(obs, deterministic=False)``.
+        The SB3 model (``PPO``, or ``SAC`` where its record says so); act
+        with ``model.predict(obs, deterministic=False)``.
 
     Raises:
         ValueError: An unknown name (the available ones listed), or an env
             whose observation or action shape is not the agent's (both named),
             before any step.
     """
-    from stable_baselines3 import PPO
+    import stable_baselines3
 
-    model = PPO.load(_check_name(name), device=device)
+    path = _check_name(name)
+    algorithm = getattr(stable_baselines3, expert_record(name).get("algorithm", "PPO"))
+    model = algorithm.load(path, device=device)
     if env is not None:
         for what in ("observation", "action"):
             want = model.__dict__[f"{what}_space"].shape
@@ -131,6 +136,7 @@ def evaluate_expert(
         "std_return": round(float(std), 2),
         "episodes": int(episodes),
         "policy": "stochastic",
+        "algorithm": type(model).__name__,
         "timesteps": int(model.num_timesteps),
         "study_return": target,
         "meets_study": bool(target is not None and float(mean) >= target),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 
 __all__ = [
@@ -52,12 +54,18 @@ def check_env_name(env_name: str) -> str:
     return env_name
 
 
-def check_config_overrides(env_name: str, overrides: dict | None) -> dict:
+def check_config_overrides(env_name: str, overrides: dict | None, config: Any = None) -> dict:
     """``overrides`` as a dict, each key checked against the task's default config.
 
     Playground applies overrides with ``update_from_flattened_dict``, so nested
     fields are written ``"a.b"``. Checking here fails fast (no simulator is
     built) and names the key, where Playground raises a bare ``KeyError``.
+
+    Args:
+        env_name: A task name (checked here unless ``config`` is given).
+        overrides: The overrides, or ``None``.
+        config: The task's default config when the caller has loaded it already
+            (loading it costs milliseconds; checking once needs it once).
 
     Raises:
         TypeError: ``overrides`` is not a mapping.
@@ -71,7 +79,8 @@ def check_config_overrides(env_name: str, overrides: dict | None) -> dict:
         raise TypeError(
             f"config_overrides must be a dict, got {overrides!r} ({type(overrides).__name__})"
         )
-    config = registry.get_default_config(check_env_name(env_name))
+    if config is None:
+        config = registry.get_default_config(check_env_name(env_name))
     valid = set(_flat_keys(config))
     unknown = sorted(str(k) for k in overrides if k not in valid)
     if unknown:
@@ -82,13 +91,21 @@ def check_config_overrides(env_name: str, overrides: dict | None) -> dict:
     return dict(overrides)
 
 
-def task_config(env_name: str, overrides: dict | None = None):
-    """The task's Playground config with ``overrides`` applied (as Playground applies them)."""
+def task_config(env_name: str, overrides: dict | None = None) -> tuple[Any, dict]:
+    """The task's Playground config with ``overrides`` applied, and the checked overrides.
+
+    One load of the default config serves the check and the result, which
+    ``registry.load(env_name, config=...)`` then takes as it is.
+
+    Raises:
+        TypeError, ValueError: As :func:`check_env_name` and :func:`check_config_overrides`.
+    """
     from mujoco_playground import registry
 
     config = registry.get_default_config(check_env_name(env_name))
-    config.update_from_flattened_dict(check_config_overrides(env_name, overrides))
-    return config
+    overrides = check_config_overrides(env_name, overrides, config)
+    config.update_from_flattened_dict(overrides)
+    return config, overrides
 
 
 def _flat_keys(config, prefix: str = "") -> list[str]:

@@ -27,7 +27,7 @@ from jacobian_wrappers._solver_tangent import (
 )
 from jacobian_wrappers._validation import resolve_jacobian_method
 from jacobian_wrappers.compilation_cache import active_cache_dir, enable_compilation_cache
-from jacobian_wrappers.registry import check_config_overrides, check_env_name, task_config
+from jacobian_wrappers.registry import task_config
 from jacobian_wrappers.state_space import StateSpace, actuator_labels, control_bound_columns
 
 __all__ = ["Simulator", "TaskAttributes", "Transition", "active_contacts", "get_simulator"]
@@ -117,19 +117,15 @@ class Simulator:
     ) -> None:
         from mujoco_playground import registry
 
-        self.env_name = check_env_name(env_name)
+        # Every argument is checked here, once, before anything compiles: the
+        # envs, TaskFunctions and the RL loop take a Simulator (get_simulator).
         self.precision = check_precision(precision)
-        overrides = check_config_overrides(env_name, config_overrides)
-        impl = overrides.setdefault("impl", "jax")
-        if impl != "jax":
-            raise ValueError(
-                f"config_overrides['impl'] must be 'jax' (the differentiable MJX "
-                f"implementation), got {impl!r}"
-            )
+        config, overrides = task_config(env_name, _with_jax_impl(config_overrides))
+        self.env_name = env_name
         self.config_overrides = overrides
         enable_compilation_cache(compilation_cache)
         with precision_scope(precision), _quiet_model_deprecations():
-            self.env = registry.load(env_name, config_overrides=overrides)
+            self.env = registry.load(env_name, config=config)
         model = self.env.mj_model
         self.space = StateSpace.from_model(model)
         self.dtype = numpy_dtype(precision)
@@ -140,7 +136,7 @@ class Simulator:
             traced = jax.jit(self.pure_reset).trace(jax.random.PRNGKey(0))
             compiled_reset = traced.lower().compile()
         self.observation_size = int(np.prod(traced.out_info.obs.shape))
-        self.episode_length = int(task_config(env_name, overrides).episode_length)
+        self.episode_length = int(config.episode_length)
         self.dt = float(self.env.dt)
         limited = model.actuator_ctrllimited.astype(bool)
         ranges = np.where(limited[:, None], model.actuator_ctrlrange, [-1.0, 1.0])
@@ -430,6 +426,23 @@ def _quiet_model_deprecations() -> Iterator[None]:
         mujoco.set_mju_user_warning(previous)
 
 
+def _with_jax_impl(config_overrides: Any) -> Any:
+    """``config_overrides`` with ``impl`` set to ``"jax"`` (``warp`` has no derivatives).
+
+    Raises:
+        ValueError: ``impl`` given as anything but ``"jax"``.
+    """
+    if not isinstance(config_overrides, dict | None):
+        return config_overrides  # task_config names the type
+    overrides = {"impl": "jax", **(config_overrides or {})}
+    if overrides["impl"] != "jax":
+        raise ValueError(
+            f"config_overrides['impl'] must be 'jax' (the differentiable MJX "
+            f"implementation), got {overrides['impl']!r}"
+        )
+    return overrides
+
+
 def get_simulator(
     env_name: str,
     precision: str = "float32",
@@ -438,19 +451,27 @@ def get_simulator(
 ) -> Simulator:
     """The process-wide :class:`Simulator` for these arguments (built once).
 
+    The arguments are checked by the :class:`Simulator` built on the first call
+    (a rejected one is never cached), so a call that finds its simulator built
+    checks nothing again.
+
     Raises:
         TypeError: ``config_overrides`` is not a dict.
-        ValueError: Unknown ``env_name``, ``precision`` or config key, or ``impl``
-            other than ``jax``.
+        ValueError: Unknown ``env_name``, ``precision`` or config key, ``impl``
+            other than ``jax``, or overrides that are not JSON-serialisable.
     """
-    check_env_name(env_name)
-    check_precision(precision)
-    overrides = check_config_overrides(env_name, config_overrides)
+    if not isinstance(config_overrides, dict | None):
+        raise TypeError(
+            f"config_overrides must be a dict, got {config_overrides!r} "
+            f"({type(config_overrides).__name__})"
+        )
     enable_compilation_cache(compilation_cache)
     try:
-        key = json.dumps(overrides, sort_keys=True)
+        key = json.dumps(_with_jax_impl(config_overrides), sort_keys=True)
     except TypeError as err:
         raise ValueError(
             f"config_overrides must be JSON-serialisable, got {config_overrides!r}"
         ) from err
+    if not isinstance(env_name, str) or not isinstance(precision, str):
+        Simulator(env_name, precision, config_overrides)  # raises, naming the bad value
     return _cached(env_name, precision, key)

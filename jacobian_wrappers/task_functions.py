@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jacobian_wrappers._validation import check_array
-from jacobian_wrappers.simulator import get_simulator
+from jacobian_wrappers.simulator import Simulator, get_simulator
 
 __all__ = ["TaskFunctions"]
 
@@ -48,9 +48,12 @@ class TaskFunctions:
     """Observation, reward and step of a Playground task at given ground-truth states.
 
     Args:
-        env_name: Task name, e.g. ``"CartpoleBalance"``.
-        precision: ``"float32"`` or ``"float64"``.
-        config_overrides: Playground config overrides, as for the envs.
+        env_name: Task name, e.g. ``"CartpoleBalance"``, or the :class:`Simulator`
+            of an env already built (``env.sim``: its task, precision and
+            overrides, checked when it was built, are used as they are).
+        precision: ``"float32"`` or ``"float64"`` (ignored for a ``Simulator``).
+        config_overrides: Playground config overrides, as for the envs
+            (ignored for a ``Simulator``).
         seed: Seed of the reset whose ``info`` (and template data) is used.
 
     Attributes:
@@ -60,15 +63,19 @@ class TaskFunctions:
 
     def __init__(
         self,
-        env_name: str,
+        env_name: str | Simulator,
         precision: str = "float32",
         config_overrides: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
         from mujoco import mjx
 
-        self.sim = sim = get_simulator(env_name, precision, config_overrides)
-        self.env_name = env_name
+        if isinstance(env_name, Simulator):
+            sim = env_name
+        else:
+            sim = get_simulator(env_name, precision, config_overrides)
+        self.sim = sim
+        self.env_name = sim.env_name
         self.d_s, self.d_a = sim.space.dim, sim.action_size
         self.observation_size = sim.observation_size
         template = sim.reset(jax.random.PRNGKey(seed))

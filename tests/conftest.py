@@ -38,3 +38,9 @@ def cartpole_h5(tmp_path_factory):
     env = jw.PlaygroundVecEnv("CartpoleBalance", 8, precision="float64", episode_length=100)
     jw.collect(env, 3200, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def cartpole_env():
+    """A float64 CartpoleBalance VecEnv with Jacobians and short episodes (dones happen)."""
+    return jw.PlaygroundVecEnv("CartpoleBalance", 2, seed=0, precision="float64", episode_length=15)

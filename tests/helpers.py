@@ -12,7 +12,7 @@ import numpy as np
 
 import jacobian_wrappers as jw
 from dynamic_sparsity.analysis.storage import DatasetMeta, TransitionWriter
-from world_models import Normaliser
+from world_models import Normaliser, TrainConfig
 
 D_S, D_A = 3, 2
 # Linear toy dynamics with structural zeros: s' = A s + B a.
@@ -120,3 +120,35 @@ def rollout_states(sim: jw.Simulator, n_steps: int, every: int, seed: int = 0):
         if t % every == 0:
             out.append((state, rng.uniform(-1, 1, sim.action_size)))
     return out
+
+
+#: A small world-model config for the RL-loop tests (trains in seconds).
+SMALL_CONFIG = TrainConfig(width=32, depth=2, dropout=0.0, lr=3e-3, weight_decay=0.0, batch_size=64)
+
+
+def fill_buffer(env, buffer, steps: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Step ``env`` with random actions into ``buffer``; return the transitions fed."""
+    rng = np.random.default_rng(seed)
+    obs = env.reset()
+    fed = []
+    for _ in range(steps):
+        a = rng.uniform(-1, 1, (env.num_envs, 1))
+        new_obs, r, d, infos = env.step(a)
+        buffer.add(obs, new_obs, a, r, d, infos)
+        fed.append({k: np.array(v) for k, v in env.last_transition.items()})
+        obs = new_obs
+    return fed
+
+
+def linear_rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` rows of the linear toy system with its exact Jacobians (replay-buffer layout)."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n, D_S))
+    a = rng.uniform(-1, 1, (n, D_A))
+    s2 = s @ A.T + a @ B.T
+    return {
+        "state": s, "action": a, "next_state": s2, "reward": s2[:, 0] - 0.5 * a[:, 1],
+        "jacobian_state": np.broadcast_to(A, (n, D_S, D_S)).copy(),
+        "jacobian_action": np.broadcast_to(B, (n, D_S, D_A)).copy(),
+        "jacobian_nonsmooth": np.zeros((n, D_S + D_A), bool),
+    }  # fmt: skip

@@ -54,10 +54,17 @@ def test_each_agent_drives_its_env(name: str, tmp_path) -> None:
     assert np.all(np.abs(actions) <= 1.0) and actions.std() > 0
     obs = env.reset()
     assert model.predict(obs, deterministic=False)[0].shape == (2, *env.action_space.shape)
-    # Stochastic: two draws of the policy's distribution differ before clipping (a policy
-    # that saturates, as FingerSpin's, clips both onto the same bound).
-    dist = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0])
-    assert not torch.equal(dist.sample(), dist.sample())
+    # Stochastic: two draws of the policy's Gaussian differ before clipping or squashing (a
+    # policy that saturates, as FingerSpin's, clips both onto the same bound).
+    obs_t = model.policy.obs_to_tensor(obs)[0]
+    if hasattr(model.policy, "get_distribution"):  # PPO
+        dist = model.policy.get_distribution(obs_t)
+    else:  # SAC: its actor's squashed Gaussian
+        mean, log_std, kwargs = model.actor.get_action_dist_params(obs_t)
+        dist = model.actor.action_dist.proba_distribution(mean, log_std, **kwargs)
+    gaussian = dist.distribution
+    assert not torch.equal(gaussian.sample(), gaussian.sample())
+    assert type(model).__name__ == jw.expert_record(name).get("algorithm", "PPO")
 
 
 def test_scripts_list_the_study_envs_as_the_package_does() -> None:

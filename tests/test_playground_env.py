@@ -248,8 +248,9 @@ def test_set_state_returns_the_new_observation() -> None:
 
 def test_arguments_are_checked_before_anything_compiles(monkeypatch) -> None:
     """Bad arguments raise TypeError/ValueError naming them; no simulator is built."""
+    from mujoco_playground import registry
+
     import jacobian_wrappers.playground_env as pe
-    import jacobian_wrappers.simulator as sim_mod
     import jacobian_wrappers.vec_env as ve
 
     def no_compiling(*args, **kwargs):
@@ -257,7 +258,7 @@ def test_arguments_are_checked_before_anything_compiles(monkeypatch) -> None:
 
     monkeypatch.setattr(pe, "get_simulator", no_compiling)
     monkeypatch.setattr(ve, "get_simulator", no_compiling)
-    monkeypatch.setattr(sim_mod, "_cached", no_compiling)
+    monkeypatch.setattr(registry, "load", no_compiling)  # what builds an MJX env
     cases = [
         (
             lambda: jw.PlaygroundVecEnv("CheetahRun", 2.7),
@@ -314,6 +315,40 @@ def test_arguments_are_checked_before_anything_compiles(monkeypatch) -> None:
         jw.get_simulator("CartpoleBalance", config_overrides={"vision.nope": 1})
     with pytest.raises(TypeError, match="config_overrides must be a dict"):
         jw.get_simulator("CheetahRun", config_overrides=[("impl", "jax")])
+
+
+def test_arguments_are_checked_once_where_the_user_gives_them(monkeypatch) -> None:
+    """A new env checks its task, precision and overrides once (one load of the task's
+    default config); the task functions of a built simulator, and a second env of the same
+    arguments, check nothing again."""
+    from mujoco_playground import registry
+
+    import jacobian_wrappers.registry as jw_registry
+    import jacobian_wrappers.simulator as sim_mod
+
+    calls: list[str] = []
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(registry, "get_default_config")
+    counted(jw_registry, "check_env_name")
+    counted(sim_mod, "check_precision")
+    # Overrides no other test uses: this simulator is built here, not found in the cache.
+    overrides = {"episode_length": 37}
+    env = jw.PlaygroundVecEnv("CartpoleBalance", 2, config_overrides=overrides)
+    assert sorted(calls) == ["check_env_name", "check_precision", "get_default_config"]
+    assert env.sim.episode_length == 37 and env.sim.config_overrides["impl"] == "jax"
+    calls.clear()
+    again = jw.PlaygroundVecEnv("CartpoleBalance", 3, config_overrides=overrides)
+    task = jw.TaskFunctions(env.sim)
+    assert again.sim is env.sim and task.sim is env.sim and calls == []
 
 
 def test_complex_action_is_refused(cartpole64) -> None:

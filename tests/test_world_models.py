@@ -14,12 +14,14 @@ import torch
 
 from tests.helpers import D_A, D_S, A, B, random_normaliser, write_linear
 from world_models import (
+    LOSS_MODES,
     LOSSES,
     STUDY_LOSS_MODES,
     Batch,
     DynamicsMLP,
     InMemoryBatches,
     JacobianSample,
+    LossMode,
     LossWeights,
     Normaliser,
     RunningMoments,
@@ -321,11 +323,30 @@ def test_sparse_only_loss_touches_only_masked_elements() -> None:
     assert torch.all(g[~batch.zero_mask] == 0) and torch.any(g[batch.zero_mask] != 0)
 
 
+def test_loss_mode_carries_what_each_mode_needs() -> None:
+    """The resolved mode's properties, against the table of docs/world-models.md."""
+    table = {  # mode: (model Jacobian, ground-truth Jacobian, mask supervision)
+        "state": (False, False, False),
+        "state-jacobian": (True, True, False),
+        "state-jacobian-l1": (True, True, False),
+        "state-jacobian-l1-regularizer": (True, False, False),
+        "state-jacobian-l1-sparse-only": (True, True, False),
+        "state-mask": (False, True, True),
+    }
+    assert set(table) == set(LOSS_MODES)
+    for name, needs in table.items():
+        mode = LossMode.of(name)
+        got = (mode.needs_model_jacobian, mode.needs_ground_truth_jacobian, mode.supervises_mask)
+        assert got == needs and LossMode.of(mode) is mode and str(mode) == name
+
+
 def test_loss_errors() -> None:
     model = DynamicsMLP(D_S, D_A, width=4).double()
     batch = tiny_batch()
     with pytest.raises(ValueError, match="unknown loss mode 'mse'"):
         compute_loss(model, batch, "mse")
+    with pytest.raises(ValueError, match=r"unknown loss mode 'mse'; accepted: \['state'"):
+        LossMode("mse")
     batch.jacobian = batch.zero_mask = None
     with pytest.raises(ValueError, match="needs ground-truth Jacobians"):
         compute_loss(model, batch, "state-jacobian")

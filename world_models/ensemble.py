@@ -33,12 +33,7 @@ from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD
 from world_models.base import DynamicsModel
 from world_models.config import TrainConfig
 from world_models.data import InMemoryBatches, rows_to_batch
-from world_models.losses import (
-    check_model_for_mode,
-    compute_loss,
-    configure_mask,
-    needs_ground_truth_jacobian,
-)
+from world_models.losses import LossMode, check_model_for_mode, compute_loss, configure_mask
 from world_models.model import ACTIVATIONS
 from world_models.normaliser import Normaliser
 from world_models.registry import build_model
@@ -303,13 +298,14 @@ class EnsembleTrainer:
         seed: int = 0,
     ) -> None:
         self.config = config = config or TrainConfig()
-        check_model_for_mode(loss_mode, ensemble.members[0])
+        self.mode = LossMode.of(loss_mode)  # checked once; the losses take the object
+        check_model_for_mode(self.mode, ensemble.members[0])
         if not 0 <= float(holdout_fraction) < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-        self.ensemble, self.loss_mode = ensemble, loss_mode
+        self.ensemble, self.loss_mode = ensemble, self.mode.name
         self.holdout_fraction, self.seed = float(holdout_fraction), int(seed)
         for m in ensemble.members:
-            configure_mask(m, loss_mode, config.mask_straight_through)
+            configure_mask(m, self.mode, config.mask_straight_through)
         groups = [
             g
             for m in ensemble.members
@@ -326,7 +322,7 @@ class EnsembleTrainer:
     @property
     def jacobians(self) -> bool:
         """Whether the loss mode needs the ground-truth Jacobians."""
-        return needs_ground_truth_jacobian(self.loss_mode)
+        return self.mode.needs_ground_truth_jacobian
 
     def _batch(self, rows: Mapping[str, np.ndarray]):
         c = self.config
@@ -421,7 +417,7 @@ class EnsembleTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = None
         for member, batch in zip(self.ensemble.members, batches, strict=True):
-            loss, _ = compute_loss(member, batch, self.loss_mode, c.weights, c.jacobian_columns)
+            loss, _ = compute_loss(member, batch, self.mode, c.weights, c.jacobian_columns)
             reward = self.ensemble.reward
             if reward is not None and member is self.ensemble.members[0]:
                 pred = reward(batch.state, batch.action, batch.next_state)

@@ -58,6 +58,7 @@ __all__ = [
     "LOSS_MODES",
     "STUDY_LOSS_MODES",
     "JacobianSample",
+    "LossMode",
     "LossOutput",
     "LossWeights",
     "check_model_for_mode",
@@ -207,33 +208,77 @@ LOSS_MODES = tuple(LOSSES)
 STUDY_LOSS_MODES = LOSS_MODES[:5]
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in LOSSES:
-        raise ValueError(f"unknown loss mode {mode!r}; accepted: {list(LOSS_MODES)}")
+@dataclass(frozen=True)
+class LossMode:
+    """A loss mode, checked once where it is given, with what it needs.
+
+    ``LossMode("state-mask")`` raises on an unknown name; the trainers resolve
+    the user's string once (:meth:`of`) and pass the object on, so no layer
+    below checks the name again. Every function here that takes a mode takes
+    its name or the object.
+
+    Attributes:
+        name: One of :data:`LOSS_MODES`.
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSSES:
+            raise ValueError(f"unknown loss mode {self.name!r}; accepted: {list(LOSS_MODES)}")
+
+    @classmethod
+    def of(cls, mode: str | LossMode) -> LossMode:
+        """``mode`` itself if resolved already, else the mode of that name."""
+        return mode if isinstance(mode, LossMode) else cls(mode)
+
+    @property
+    def loss(self) -> Callable[..., LossOutput]:
+        """The loss function ``(output, target, jacobian_sample, weights) -> (total, terms)``."""
+        return LOSSES[self.name]
+
+    @property
+    def needs_model_jacobian(self) -> bool:
+        """Whether the loss uses the model's Jacobian."""
+        return self.name not in ("state", "state-mask")
+
+    @property
+    def needs_ground_truth_jacobian(self) -> bool:
+        """Whether the loss needs the data's Jacobians (``state-mask``: their zero pattern)."""
+        return self.name not in ("state", "state-jacobian-l1-regularizer")
+
+    @property
+    def supervises_mask(self) -> bool:
+        """Whether the loss supervises a masked model's mask (and needs a masked model)."""
+        return self.name == "state-mask"
+
+    def __str__(self) -> str:
+        return self.name
 
 
-def needs_model_jacobian(mode: str) -> bool:
+def needs_model_jacobian(mode: str | LossMode) -> bool:
     """Whether the loss uses the model's Jacobian."""
-    _check_mode(mode)
-    return mode not in ("state", "state-mask")
+    return LossMode.of(mode).needs_model_jacobian
 
 
-def supervises_mask(mode: str) -> bool:
+def supervises_mask(mode: str | LossMode) -> bool:
     """Whether the loss supervises a masked model's mask (and needs a masked model)."""
-    _check_mode(mode)
-    return mode == "state-mask"
+    return LossMode.of(mode).supervises_mask
 
 
-def check_model_for_mode(mode: str, model: DynamicsModel | type[DynamicsModel]) -> None:
+def check_model_for_mode(mode: str | LossMode, model: DynamicsModel | type[DynamicsModel]) -> None:
     """Raise ``ValueError`` if ``mode`` supervises a mask and ``model`` (or its class) has none."""
-    if supervises_mask(mode) and not model.has_mask:
+    mode = LossMode.of(mode)
+    if mode.supervises_mask and not model.has_mask:
         raise ValueError(
-            f"loss mode {mode!r} supervises a mask, but model {model.name!r} has none; "
+            f"loss mode {mode.name!r} supervises a mask, but model {model.name!r} has none; "
             f"use one of {list(MASKED_MODELS)}"
         )
 
 
-def configure_mask(model: DynamicsModel, mode: str, straight_through: bool | None) -> None:
+def configure_mask(
+    model: DynamicsModel, mode: str | LossMode, straight_through: bool | None
+) -> None:
     """Set whether a masked model's prediction losses reach its mask (straight-through).
 
     ``None``: only when ``mode`` does not supervise the mask
@@ -245,10 +290,9 @@ def configure_mask(model: DynamicsModel, mode: str, straight_through: bool | Non
         )
 
 
-def needs_ground_truth_jacobian(mode: str) -> bool:
+def needs_ground_truth_jacobian(mode: str | LossMode) -> bool:
     """Whether the loss needs the data set's Jacobians (``state-mask``: their zero pattern)."""
-    _check_mode(mode)
-    return mode not in ("state", "state-jacobian-l1-regularizer")
+    return LossMode.of(mode).needs_ground_truth_jacobian
 
 
 def _draw_columns(n: int, k: int, rows: int, generator: torch.Generator | None, device) -> Tensor:
@@ -308,7 +352,7 @@ def jacobian_columns(
 
 
 def mask_terms(
-    mask: MaskSample, batch: Batch, mode: str, zero_weight: float = 1.0
+    mask: MaskSample, batch: Batch, mode: str | LossMode, zero_weight: float = 1.0
 ) -> dict[str, Tensor]:
     """A masked model's own loss terms for ``mode`` (unweighted, by :class:`LossWeights` name).
 
@@ -321,13 +365,14 @@ def mask_terms(
     Raises:
         ValueError: Mask supervision on a batch without the zero pattern.
     """
+    mode = LossMode.of(mode)
     terms = dict(mask.aux)
-    if not supervises_mask(mode):
+    if not mode.supervises_mask:
         terms["mask_sparsity"] = mask.prob.mean()
         return terms
     if batch.zero_mask is None:
         raise ValueError(
-            f"loss mode {mode!r} needs the ground truth's zero pattern; the batch has none"
+            f"loss mode {mode.name!r} needs the ground truth's zero pattern; the batch has none"
         )
     target = (~batch.zero_mask).to(mask.logits.dtype)
     logits = mask.logits.expand_as(target)
@@ -340,7 +385,7 @@ def mask_terms(
 
 
 def _add_mask_terms(
-    loss: LossOutput, mask: MaskSample | None, batch: Batch, mode: str, weights: LossWeights
+    loss: LossOutput, mask: MaskSample | None, batch: Batch, mode: LossMode, weights: LossWeights
 ) -> LossOutput:
     """``loss`` plus the weighted :func:`mask_terms` of a masked model (unchanged if no mask)."""
     if mask is None:
@@ -356,7 +401,7 @@ def _add_mask_terms(
 def compute_loss(
     model: DynamicsModel,
     batch: Batch,
-    mode: str,
+    mode: str | LossMode,
     weights: LossWeights | None = None,
     columns: int | None = None,
     generator: torch.Generator | None = None,
@@ -367,7 +412,7 @@ def compute_loss(
     Args:
         model: The dynamics model (any of :data:`~world_models.registry.MODELS`).
         batch: Normalised batch (with Jacobians and zero masks if the mode needs them).
-        mode: One of :data:`LOSS_MODES`.
+        mode: One of :data:`LOSS_MODES`, or its :class:`LossMode`.
         weights: Term weights (defaults of :class:`LossWeights`).
         columns: Supervise only this many random Jacobian columns per sample
             (forward mode for the MLP; a masked model computes its whole
@@ -380,16 +425,16 @@ def compute_loss(
         ValueError: Unknown mode, a mode that needs ground-truth Jacobians
             on a batch without them, or mask supervision of a model without a mask.
     """
-    _check_mode(mode)
+    mode = LossMode.of(mode)
     weights = weights or LossWeights()
     check_model_for_mode(mode, model)
     target = batch.delta if model.predict_delta else batch.next_state
-    if needs_ground_truth_jacobian(mode) and batch.jacobian is None:
+    if mode.needs_ground_truth_jacobian and batch.jacobian is None:
         raise ValueError(
-            f"loss mode {mode!r} needs ground-truth Jacobians; the batch has none "
+            f"loss mode {mode.name!r} needs ground-truth Jacobians; the batch has none "
             "(a data set collected with jacobians=False?)"
         )
-    if not needs_model_jacobian(mode):
+    if not mode.needs_model_jacobian:
         output, mask = model.forward_and_mask(batch.state, batch.action)
         loss = state_loss(output, target, None, weights)
         return _add_mask_terms(loss, mask, batch, mode, weights)
@@ -422,5 +467,5 @@ def compute_loss(
             pred.shape[2] / model.n_inputs,
             gather(valid),
         )
-    loss = LOSSES[mode](output, target, sample, weights)
+    loss = mode.loss(output, target, sample, weights)
     return _add_mask_terms(loss, mask, batch, mode, weights)

@@ -39,6 +39,7 @@ from world_models.data import (
 from world_models.evaluate import EvalResult, evaluate
 from world_models.losses import (
     LOSS_MODES,
+    LossMode,
     check_model_for_mode,
     compute_loss,
     configure_mask,
@@ -110,15 +111,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _check_data(readers: list, loss_mode: str, model: str) -> None:
-    if loss_mode not in LOSS_MODES:
-        raise ValueError(f"unknown loss mode {loss_mode!r}; accepted: {list(LOSS_MODES)}")
-    check_model_for_mode(loss_mode, model_class(model))
-    if needs_ground_truth_jacobian(loss_mode) and not has_jacobians(readers):
+def _check_data(readers: list, mode: LossMode, model: str) -> None:
+    check_model_for_mode(mode, model_class(model))
+    if mode.needs_ground_truth_jacobian and not has_jacobians(readers):
         missing = [str(r.path) for r in readers if not r.meta.jacobians]
         working = [m for m in LOSS_MODES if not needs_ground_truth_jacobian(m)]
         raise ValueError(
-            f"loss mode {loss_mode!r} needs ground-truth Jacobians, but {missing} were "
+            f"loss mode {mode.name!r} needs ground-truth Jacobians, but {missing} were "
             f"collected without them (jacobians=False); collect with Jacobians or use "
             f"one of {working} (masked models then learn their mask from data alone)"
         )
@@ -175,9 +174,11 @@ class Trainer:
         callbacks: Sequence[TrainerCallback] = (),
     ) -> None:
         self.config = config = config or TrainConfig()
+        # Checked once here; the layers below take the resolved mode.
+        self.mode = LossMode.of(loss_mode)
+        self.loss_mode = self.mode.name
         self.readers = open_datasets(data)
-        _check_data(self.readers, loss_mode, config.model)
-        self.loss_mode = loss_mode
+        _check_data(self.readers, self.mode, config.model)
         self.callbacks = list(callbacks)
         self.meta = self.readers[0].meta
         self.device = resolve_device(config.device)
@@ -214,7 +215,7 @@ class Trainer:
         model = build_model(
             c.model, self.meta.d_s, self.meta.d_a, **c.model_kwargs(self.meta.env_name)
         )
-        configure_mask(model, self.loss_mode, c.mask_straight_through)
+        configure_mask(model, self.mode, c.mask_straight_through)
         model.set_normaliser(self.normaliser)
         return model.to(self.device)
 
@@ -228,7 +229,7 @@ class Trainer:
             batch_size=c.batch_size,
             buffer_chunks=c.buffer_chunks,
             chunk_size=c.chunk_size,
-            jacobians=needs_ground_truth_jacobian(self.loss_mode),
+            jacobians=self.mode.needs_ground_truth_jacobian,
             threshold=self.threshold,
             nonsmooth=c.nonsmooth,
             seed=c.seed,
@@ -254,7 +255,7 @@ class Trainer:
             batch = batch.to(self.device)
             with torch.autocast(self.device.type, torch.bfloat16, enabled=c.autocast):
                 loss, terms = compute_loss(
-                    self.model, batch, self.loss_mode, c.weights, c.jacobian_columns
+                    self.model, batch, self.mode, c.weights, c.jacobian_columns
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -193,7 +193,7 @@ class ModelVecEnv(BatchedVecEnv):
                 f"the model predicts states of size {model.d_s}; {sim.env_name}'s state "
                 f"has size {sim.space.dim} ({', '.join(sim.space.labels)})"
             )
-        task = TaskFunctions(sim.env_name, sim.precision, sim.config_overrides)
+        task = TaskFunctions(sim)
         if start_states is None:
 
             def start_states(n: int, rng: np.random.Generator) -> np.ndarray:
