@@ -36,3 +36,35 @@ def test_live_timeline_equals_full_draw_and_follows_the_length() -> None:
         fig = sparsity_timeline_figure(values, title="last episode")
         fig.axes[0].set_xlim(-0.5, length - 0.5)
         np.testing.assert_array_equal(live.render(values, "last episode"), _full_draw(fig))
+
+
+def test_render_tensorboard_draws_the_scalars_and_images_of_an_event_file(tmp_path) -> None:
+    """examples/render_tensorboard.py: the docs' pictures, from an event file written here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "run"))
+    for step in range(5):
+        writer.add_scalar("sparsity/state", 0.1 * step, step)
+        writer.add_scalar("sparsity/samples", 8 * step, step)
+        writer.add_scalar("rollout/ep_rew_mean", 1.0, step)  # not a sparsity tag: left out
+    image = np.zeros((3, 20, 30), np.float32)
+    image[0, :, :15] = 1.0
+    writer.add_image("sparsity/zero_frequency", image, 4)
+    writer.close()
+    script = Path(__file__).resolve().parents[1] / "examples" / "render_tensorboard.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), "--out", str(tmp_path / "out")],
+        check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "2 scalars and 1 images" in done.stdout
+    for name in ("tensorboard_scalars.png", "tensorboard_figures.png"):
+        picture = plt.imread(tmp_path / "out" / name)
+        assert picture.shape[0] > 100 and picture.std() > 0
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run([sys.executable, str(script), str(tmp_path / "nothing")], check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
