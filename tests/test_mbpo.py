@@ -276,6 +276,21 @@ def test_mbpo_bad_input(cartpole_env) -> None:
         _mbpo(cartpole_env, rollout_dynamics="sim")
     with pytest.raises(ValueError, match="rollout_dynamics='simulator' needs reward='simulator'"):
         _mbpo(cartpole_env, rollout_dynamics="simulator", reward="learned")
+    with pytest.raises(ValueError, match="model_target must be 'delta', 'next_state'.*'s2'"):
+        _mbpo(cartpole_env, model_target="s2")
+    with pytest.raises(ValueError, match="rollout_length must be >= 1, got -2"):
+        _mbpo(cartpole_env, rollout_length=-2)
+
+
+def test_mbpo_model_target_picks_what_the_members_predict(cartpole_env) -> None:
+    """FTFL's direct next-state prediction: the members' output is s' itself (no skip)."""
+    direct = _mbpo(cartpole_env, model_target="next_state", learning_starts=10)
+    residual = _mbpo(cartpole_env, model_target="delta", learning_starts=10)
+    assert not direct.model_config.predict_delta and residual.model_config.predict_delta
+    assert not any(m.predict_delta for m in direct.ensemble.members)
+    assert all(m.predict_delta for m in residual.ensemble.members)
+    # None keeps the config's own choice.
+    assert _mbpo(cartpole_env).model_config.predict_delta == _mbpo_config().predict_delta
 
 
 @pytest.mark.slow  # compiles the task functions

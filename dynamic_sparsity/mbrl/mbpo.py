@@ -138,6 +138,12 @@ class MBPO(SAC):
         model_config: Their hyperparameters (:data:`MBPO_MODEL_CONFIG` by default);
             its ``model`` is set to ``world_model`` (whose options it selects:
             a masked model's head width, mode code, contact features).
+        model_target: What the members predict: ``"delta"`` (``s' - s``, as MBPO
+            does), ``"next_state"`` (``s'`` itself: the direct next-state
+            prediction of "Fixing That Free Lunch", arXiv 2510.01457), or
+            ``None`` (the config's ``predict_delta``). Either is z-scored per
+            dimension, and a learned reward has its own scale: the paper's other
+            fix, unit normalisation of each target, is how every model here trains.
         n_members: Ensemble size.
         n_elites: Members drawn in rollouts: the ``n_elites`` of lowest
             held-out error at the last training (``None``: all).
@@ -191,6 +197,7 @@ class MBPO(SAC):
         world_model: str = "mlp",
         loss_mode: str = "state",
         model_config: TrainConfig | None = None,
+        model_target: str | None = None,
         n_members: int = 5,
         n_elites: int | None = None,
         model_train_freq: int = 250,
@@ -222,6 +229,12 @@ class MBPO(SAC):
             )
         if rollout_dynamics == "simulator" and reward == "learned":
             raise ValueError("rollout_dynamics='simulator' needs reward='simulator'")
+        if model_target not in (None, "delta", "next_state"):
+            raise ValueError(
+                f"model_target must be 'delta', 'next_state' or None, got {model_target!r}"
+            )
+        if not callable(rollout_length) and int(rollout_length) < 1:
+            raise ValueError(f"rollout_length must be >= 1, got {rollout_length}")
         for name, value in (
             ("n_members", n_members), ("model_train_freq", model_train_freq),
             ("rollout_batch_size", rollout_batch_size), ("model_retain", model_retain),
@@ -254,6 +267,10 @@ class MBPO(SAC):
         self.model_config = dataclasses.replace(
             model_config or MBPO_MODEL_CONFIG, model=world_model
         )
+        if model_target is not None:
+            self.model_config = dataclasses.replace(
+                self.model_config, predict_delta=model_target == "delta"
+            )
         self.n_members, self.model_train_freq = int(n_members), int(model_train_freq)
         self.n_elites, self.rollout_keep = n_elites, float(rollout_keep)
         self.rollout_anchor = bool(rollout_anchor)
