@@ -9,12 +9,17 @@ a uniform random policy where none is shipped (said in the output and the
 report); ``--policy random`` everywhere; ``--policy-dir DIR``: ``DIR/<Env>.zip``
 where it exists.
 Data go to ``OUT/data/<Env>.h5`` (an existing file is resumed), the report to
-``OUT/report/report.md``.
+``OUT/report/report.md``, and each data set's card (rows, complete episodes,
+the policy's mean return over them, size, content SHA-256,
+``dynamic_sparsity.analysis.dataset_card``) with its collection time to
+``OUT/datasets.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -43,9 +48,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import jacobian_wrappers as jw
-    from dynamic_sparsity.analysis import analyse_dataset, write_report
+    from dynamic_sparsity.analysis import analyse_dataset, dataset_card, write_report
 
     out = Path(args.out)
+    cards_path = out / "datasets.json"
+    cards = json.loads(cards_path.read_text()) if cards_path.exists() else {}
     start = time.perf_counter()
     analyses = []
     for name in args.envs:
@@ -61,6 +68,12 @@ def main() -> None:
             env, args.steps, path, policy=policy, seed=args.seed, resume=True, progress=True
         )
         t1 = time.perf_counter()
+        cards[name] = {
+            **dataset_card(path),
+            "collect_seconds_this_run": round(t1 - t0, 1),
+            "command": "python examples/reproduce_paper.py " + " ".join(sys.argv[1:]),
+        }
+        cards_path.write_text(json.dumps(cards, indent=1) + "\n")
         analyses.append(analyse_dataset(path, tsne_samples=args.tsne_samples, seed=args.seed))
         print(
             f"{name}: {result.rows} transitions ({policy}), collected in {t1 - t0:.0f} s, "

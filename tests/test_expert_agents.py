@@ -78,3 +78,42 @@ def test_scripts_list_the_study_envs_as_the_package_does() -> None:
     spec.loader.exec_module(module)
     assert tuple(module.STUDY_ENVS) == jw.STUDY_ENVS
     assert set(STUDY_RETURNS) == set(jw.STUDY_ENVS)
+
+
+@pytest.mark.slow  # compiles CartpoleBalance's float64 step
+def test_reproduce_paper_with_the_expert_writes_data_cards_and_report(tmp_path) -> None:
+    """The one command of the study at scale, at a tiny scale: the shipped expert drives the
+    collection, the card's return is the mean over the file's complete episodes."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dynamic_sparsity.analysis import TransitionReader, episode_returns
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "reproduce_paper.py"
+    cmd = [
+        sys.executable,
+        str(script),
+        "--envs",
+        "CartpoleBalance",
+        "--steps",
+        "2400",
+        "--n-envs",
+        "2",
+        "--policy",
+        "experts",
+        "--tsne-samples",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=900)  # fmt: skip
+    card = json.loads((tmp_path / "datasets.json").read_text())["CartpoleBalance"]
+    with TransitionReader(tmp_path / "data" / "CartpoleBalance.h5") as data:
+        returns = episode_returns(data)
+        assert "shipped expert CartpoleBalance" in data.meta.policy
+    assert card["rows"] == 2400 and card["episodes"] == len(returns) == 2  # 1000-step episodes
+    assert card["mean_return"] == pytest.approx(returns.mean(), abs=0.01)
+    assert card["mean_return"] > 900  # the expert balances; a random policy scores far less
+    assert (tmp_path / "report" / "report.md").exists()

@@ -245,3 +245,33 @@ def test_version_1_files_still_open_with_a_warning(tmp_path):
         assert chunk["jacobian_nonsmooth"].shape == (32, 5)
     with pytest.raises(ValueError, match="format version 1"):
         TransitionWriter(path, META, resume=True)
+
+
+def test_dataset_card_returns_and_a_digest_that_ignores_the_file_layout(tmp_path):
+    """dataset_card: returns of the complete episodes summed by hand; the digest equals one
+    computed here from the arrays and is the same for another chunking and compression."""
+    import hashlib
+
+    from dynamic_sparsity.analysis import dataset_card
+
+    rows = fake_rows(255)  # episodes of 10 rows: 25 complete, the 26th cut at 5 rows
+    paths = {}
+    for name, chunk, compression in (("a", 64, None), ("b", 17, "gzip")):
+        paths[name] = tmp_path / f"{name}.h5"
+        with TransitionWriter(paths[name], META, chunk_size=chunk, compression=compression) as w:
+            w.append(rows)
+    card = dataset_card(paths["a"])
+    by_hand = [sum(range(10 * e, 10 * e + 10)) for e in range(25)]
+    assert card["rows"] == 255 and card["episodes"] == 25
+    assert card["mean_return"] == pytest.approx(np.mean(by_hand), abs=0.01)
+    assert card["std_return"] == pytest.approx(np.std(by_hand), abs=0.01)
+    digest = hashlib.sha256()
+    for name in sorted(rows):
+        digest.update(name.encode() + np.ascontiguousarray(rows[name]).tobytes())
+    assert card["sha256"] == digest.hexdigest() == dataset_card(paths["b"])["sha256"]
+    changed = {k: v.copy() for k, v in rows.items()}
+    changed["reward"][7] += 1e-12
+    with TransitionWriter(tmp_path / "c.h5", META, chunk_size=64) as w:
+        w.append(changed)
+    assert dataset_card(tmp_path / "c.h5")["sha256"] != card["sha256"]
+    assert card["policy"] == "test rows" and card["bytes"] == paths["a"].stat().st_size

@@ -11,7 +11,9 @@ Stable-Baselines3 nor torch, and no module sets a matplotlib backend.
   (:class:`TransitionWriter`, :class:`TransitionReader`);
 * :mod:`dynamic_sparsity.analysis.analysis`: the study's Q1-Q3 and contact analyses of a data set;
 * :mod:`dynamic_sparsity.analysis.report`: tables, figures and ``report.md``;
-* :mod:`dynamic_sparsity.analysis.figures`: the matplotlib figures (``Figure`` objects, no pyplot).
+* :mod:`dynamic_sparsity.analysis.figures`: the matplotlib figures (``Figure`` objects, no pyplot);
+* :mod:`dynamic_sparsity.analysis.dataset_card`: rows, episodes, the policy's return and a
+  content digest of a data set (:func:`dataset_card`).
 """
 
 from dynamic_sparsity.analysis.analysis import (
@@ -22,6 +24,7 @@ from dynamic_sparsity.analysis.analysis import (
     analyse_dataset,
     contact_stats,
 )
+from dynamic_sparsity.analysis.dataset_card import content_digest, dataset_card, episode_returns
 from dynamic_sparsity.analysis.report import markdown_table, write_report
 from dynamic_sparsity.analysis.shards import ShardedReader, open_reader, shard_path, shard_paths
 from dynamic_sparsity.analysis.stats import (
@@ -61,6 +64,9 @@ __all__ = [
     "analyse_dataset",
     "combine",
     "contact_stats",
+    "content_digest",
+    "dataset_card",
+    "episode_returns",
     "markdown_table",
     "open_reader",
     "package_versions",
