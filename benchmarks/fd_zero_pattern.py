@@ -9,7 +9,15 @@ zero in each, in both, in only one; the largest difference; and the largest
 difference between the C and the MJX next state.
 
     python benchmarks/fd_zero_pattern.py [--envs CartpoleBalance CheetahRun]
-        [--steps 200] [--n-envs 16]
+        [--steps 200] [--n-envs 16] [--fd-thresholds 0 1e-10 1e-8 1e-6]
+
+``--fd-thresholds``: a second table, the noise-aware zero test of the finite
+differences: an element is an FD zero when ``|J_fd| <= tau``. For each
+``tau``, on the transitions whose C next state is the MJX one (to 1e-10,
+relative) and on the columns that are smooth there: the **false-zero rate**
+(FD zero where the exact Jacobian is not, share of the exact non-zeros) and
+the **missed-zero rate** (exact zero that the FD test misses, share of the
+exact zeros).
 """
 
 from __future__ import annotations
@@ -22,13 +30,21 @@ import jacobian_wrappers as jw
 from dynamic_sparsity.analysis import DEFAULT_THRESHOLD
 
 
-def compare(env_name: str, steps: int, n_envs: int, seed: int = 0) -> dict[str, float]:
-    """Counts of zero elements of both Jacobians over ``steps x n_envs`` transitions."""
+def compare(
+    env_name: str, steps: int, n_envs: int, seed: int = 0, thresholds: tuple[float, ...] = ()
+) -> dict[str, float]:
+    """Counts of zero elements of both Jacobians over ``steps x n_envs`` transitions.
+
+    With ``thresholds``, also ``rates[tau] = (false_zero_rate, missed_zero_rate)``
+    of the test ``|J_fd| <= tau`` (see the module docstring).
+    """
     venv = jw.PlaygroundVecEnv(env_name, n_envs, seed=seed, precision="float64")
     venv.reset()
     rng = np.random.default_rng(seed)
     counts = dict.fromkeys(["elements", "ad", "fd", "both", "ad_only", "fd_only"], 0)
     max_diff = max_state_diff = 0.0
+    # Per tau: FD zeros among exact non-zeros, exact zeros that FD misses, and the totals.
+    tally = {t: np.zeros(4, np.int64) for t in thresholds}
     for _ in range(steps):
         actions = rng.uniform(-1, 1, (n_envs, *venv.action_space.shape))
         warm = venv.warmstarts
@@ -45,7 +61,29 @@ def compare(env_name: str, steps: int, n_envs: int, seed: int = 0) -> dict[str, 
         counts["fd_only"] += int((fd_zero & ~ad_zero).sum())
         max_diff = max(max_diff, float(np.abs(ad - fd).max()))
         max_state_diff = max(max_state_diff, float(np.abs(s_next - tr["next_state"]).max()))
-    return {**counts, "max_diff": max_diff, "max_state_diff": max_state_diff}
+        if thresholds:
+            same = np.all(
+                np.abs(s_next - tr["next_state"]) <= 1e-10 * (1 + np.abs(tr["next_state"])),
+                axis=1,
+            )
+            # Columns that are smooth at the step, in every row (d s'_i / d x_j for all i).
+            smooth = (~tr["jacobian_nonsmooth"])[:, None, :] & same[:, None, None]
+            smooth = np.broadcast_to(smooth, ad.shape)
+            exact_zero = ad_zero & smooth
+            exact_nonzero = ~ad_zero & smooth
+            for tau, row in tally.items():
+                fd_is_zero = np.abs(fd) <= tau
+                row += [
+                    int((fd_is_zero & exact_nonzero).sum()),
+                    int((~fd_is_zero & exact_zero).sum()),
+                    int(exact_nonzero.sum()),
+                    int(exact_zero.sum()),
+                ]
+    rates = {
+        t: (row[0] / max(row[2], 1), row[1] / max(row[3], 1), int(row[2] + row[3]))
+        for t, row in tally.items()
+    }
+    return {**counts, "max_diff": max_diff, "max_state_diff": max_state_diff, "rates": rates}
 
 
 def main() -> None:
@@ -53,14 +91,20 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(jw.STUDY_ENVS))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--n-envs", type=int, default=16)
+    parser.add_argument(
+        "--fd-thresholds", type=float, nargs="*", default=[], help="taus of |J_fd| <= tau"
+    )
     args = parser.parse_args()
     print(
         "| env | transitions | zeros autodiff (%) | zeros C FD (%) | in both | autodiff only "
         "| C FD only | pattern agreement (%) | max abs diff J | max abs diff s' (C vs MJX) |"
     )
     print("|---" * 10 + "|")
+    results = {}
     for env_name in args.envs:
-        r = compare(env_name, args.steps, args.n_envs)
+        r = results[env_name] = compare(
+            env_name, args.steps, args.n_envs, thresholds=tuple(args.fd_thresholds)
+        )
         n = r["elements"]
         agree = 100 * (1 - (r["ad_only"] + r["fd_only"]) / n)
         print(
@@ -69,6 +113,15 @@ def main() -> None:
             f"| {agree:.3f} | {r['max_diff']:.3g} | {r['max_state_diff']:.3g} |",
             flush=True,
         )
+    if args.fd_thresholds:
+        taus = args.fd_thresholds
+        print("\nNoise-aware FD zero test |J_fd| <= tau: false-zero rate / missed-zero rate (%)")
+        print("| env | compared elements | " + " | ".join(f"tau={t:g}" for t in taus) + " |")
+        print("|---" * (len(taus) + 2) + "|")
+        for env_name, r in results.items():
+            cells = [f"{100 * r['rates'][t][0]:.3f} / {100 * r['rates'][t][1]:.2f}" for t in taus]
+            n = r["rates"][taus[0]][2]
+            print(f"| {env_name} | {n:,} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

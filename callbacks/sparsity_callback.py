@@ -10,13 +10,13 @@ from stable_baselines3.common.logger import Image, TensorBoardOutputFormat
 
 from callbacks.live_figures import LiveHeatmap, LiveTimeline
 from dynamic_sparsity.analysis.stats import (
-    DEFAULT_THRESHOLD,
     GlobalZeros,
     PatternCounter,
     RunLengths,
     SparsityMeans,
     check_threshold_precision,
     combine,
+    default_threshold,
     mismatch_rows,
     sample_sparsity,
     valid_mask,
@@ -77,7 +77,9 @@ class SparsityCallback(BaseCallback):
     stays within a few percent of training time even on cheap envs.
 
     Args:
-        threshold: An element is zero when ``|J| < threshold``.
+        threshold: An element is zero when ``|J| < threshold``; ``None``: the
+            study's 1e-15 for exact Jacobians, 1e-9 (``FD_ZERO_THRESHOLD``)
+            for MuJoCo's C finite differences (``backend="mujoco"``).
         log_freq: Log scalars (and dump the logger) every this many calls.
         heatmap_freq: Log the figures every this many calls.
         verbose: 1 prints a line per log.
@@ -97,19 +99,20 @@ class SparsityCallback(BaseCallback):
 
     def __init__(
         self,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         log_freq: int = 100,
         heatmap_freq: int = 1000,
         verbose: int = 0,
         info_keys: dict[str, str] | None = None,
     ) -> None:
         super().__init__(verbose)
-        if not threshold > 0:
+        if threshold is not None and not threshold > 0:
             raise ValueError(f"threshold must be > 0, got {threshold}")
         for name, value in (("log_freq", log_freq), ("heatmap_freq", heatmap_freq)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        self.threshold = float(threshold)
+        #: ``None`` until training starts, then the env's backend's default.
+        self.threshold = None if threshold is None else float(threshold)
         self.log_freq = int(log_freq)
         self.heatmap_freq = int(heatmap_freq)
         keys = {
@@ -143,6 +146,12 @@ class SparsityCallback(BaseCallback):
     def _on_training_start(self) -> None:
         check_env_has_jacobians(self.training_env)
         env = self.training_env
+        if self.threshold is None:
+            try:
+                backend = env.get_attr("jacobian_source", indices=[0])[0]["backend"]
+            except (AttributeError, KeyError, TypeError):
+                backend = None  # an env of the user's own: exact Jacobians assumed
+            self.threshold = default_threshold(backend)
         for attr, name in (("state_labels", "tangent_labels"), ("action_labels", "action_labels")):
             try:
                 setattr(self, attr, tuple(env.get_attr(name, indices=[0])[0]))

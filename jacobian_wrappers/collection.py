@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from dynamic_sparsity.analysis.stats import DEFAULT_THRESHOLD, check_threshold_precision
+from dynamic_sparsity.analysis.stats import check_threshold_precision
 from dynamic_sparsity.analysis.storage import TransitionWriter
 from jacobian_wrappers._validation import check_int
 from jacobian_wrappers.expert_agents import load_expert
@@ -291,7 +291,7 @@ def collect(
     *,
     policy: Any = "random",
     seed: int = 0,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     chunk_size: int = 4096,
     compression: str | None = None,
     resume: bool = False,
@@ -315,7 +315,10 @@ def collect(
         path: HDF5 file.
         policy: See :func:`make_policy`.
         seed: Seed of a random policy.
-        threshold: Zero threshold stored as the analysis default.
+        threshold: Zero threshold stored as the analysis default; ``None``: the
+            study's 1e-15 for exact Jacobians, ``FD_ZERO_THRESHOLD`` (1e-9) for
+            MuJoCo's C finite differences (``backend="mujoco"``), whose
+            structural zeros come out as round-off.
         chunk_size: Rows per chunk.
         compression: See :class:`TransitionWriter`.
         resume: Continue an existing file.
@@ -343,7 +346,7 @@ def collect(
     act, desc = make_policy(policy, env, seed)
     meta = dataset_meta(env, threshold=threshold, policy=desc, extra=dict(extra or {}))
     if meta.jacobians:
-        check_threshold_precision(threshold, meta.precision, "collect")
+        check_threshold_precision(meta.threshold, meta.precision, "collect")
     with TransitionWriter(
         path,
         meta,

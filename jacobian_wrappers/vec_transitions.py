@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
+from dynamic_sparsity.analysis.stats import default_threshold
 from dynamic_sparsity.analysis.storage import DatasetMeta
 from jacobian_wrappers.jacobian_wrapper import JacobianWrapper, resolve_info_keys
 from jacobian_wrappers.vec_env import PlaygroundVecEnv
@@ -127,12 +128,16 @@ def dataset_meta(env: VecEnv, **kwargs: Any) -> DatasetMeta:
     Args:
         env: A ``PlaygroundVecEnv`` or a VecEnv of ``JacobianWrapper`` envs.
         **kwargs: Further :class:`~dynamic_sparsity.analysis.DatasetMeta` fields (``policy``, ...);
-            ``extra`` is merged with the backend and method.
+            ``extra`` is merged with the backend and method; ``threshold``
+            defaults to the backend's (``dynamic_sparsity.analysis.stats.default_threshold``).
     """
     base = env.unwrapped
     source = dict(env.get_attr("jacobian_source")[0])
     extra = dict(kwargs.pop("extra", {}))
     extra.setdefault("jacobian_backend", source.pop("backend"))
     extra.setdefault("jacobian_method", source.pop("jacobian_method"))
+    # Finite differences turn structural zeros into round-off: their own threshold.
+    if kwargs.get("threshold") is None:
+        kwargs["threshold"] = default_threshold(extra["jacobian_backend"])
     jacobians = base.jacobians if isinstance(base, PlaygroundVecEnv) else True
     return DatasetMeta(**source, jacobians=jacobians, extra=extra, **kwargs)

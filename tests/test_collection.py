@@ -37,6 +37,7 @@ def test_collected_rows_are_real_transitions(cartpole_data, cartpole64):
     with jw.TransitionReader(cartpole_data) as r:
         assert len(r) == ROWS
         assert r.meta.env_name == "CartpoleBalance" and r.meta.precision == "float64"
+        assert r.meta.threshold == 1e-15  # exact Jacobians: the study's threshold
         assert r.meta.policy.startswith("random")
         data = {k: r.read(k) for k in r.columns}
         episodes = r.episode_index()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jacobian_wrappers as jw
+from dynamic_sparsity.analysis.stats import FD_ZERO_THRESHOLD
 from jacobian_wrappers.agreement import env_step_central_difference
 
 
@@ -81,7 +82,9 @@ def test_sparsity_callback_on_gymnasium_envs(tmp_path) -> None:
         ]
     )
     model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, tensorboard_log=tmp_path)
-    model.learn(128, callback=SparsityCallback(log_freq=32))
+    callback = SparsityCallback(log_freq=32)
+    model.learn(128, callback=callback)
+    assert callback.threshold == FD_ZERO_THRESHOLD  # the C backend's finite differences
     (run,) = list(tmp_path.iterdir())
     acc = EventAccumulator(str(run)).Reload()
     combined = [e.value for e in acc.Scalars("sparsity/combined")]
@@ -116,6 +119,8 @@ def test_collect_from_a_vec_env_of_gymnasium_envs(tmp_path) -> None:
     assert meta.env_name == "Hopper-v5" and meta.precision == "float64"
     assert meta.state_labels == venv.get_attr("state_labels")[0]
     assert meta.extra["jacobian_backend"] == "mujoco"
+    # Finite differences: the noise-aware zero threshold is the analysis default.
+    assert meta.threshold == FD_ZERO_THRESHOLD == 1e-9
     assert meta.dt == pytest.approx(venv.get_attr("dt")[0])
     assert rows["jacobian_state"].shape == (300, 12, 12)
     ends = rows["terminated"] | rows["truncated"]
@@ -160,6 +165,7 @@ def test_dataset_callback_and_subproc_vec_env(tmp_path) -> None:
     with jw.TransitionReader(path) as r:
         rows = {k: r.read(k) for k in ("reward", "terminated", "action", "jacobian_action")}
         assert r.meta.env_name == "InvertedPendulum-v5"
+        assert r.meta.threshold == FD_ZERO_THRESHOLD  # C finite differences
     assert len(rows["reward"]) == 128
     # The env's own reward (1 while the pole is up, 0 on the falling step), not normalised.
     np.testing.assert_array_equal(rows["reward"], 1.0 - rows["terminated"])
