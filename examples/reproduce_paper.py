@@ -2,12 +2,19 @@
 
     python examples/reproduce_paper.py --steps 2000 --out paper/
     python examples/reproduce_paper.py --steps 1000000 --policy experts --out paper-experts/
+    python examples/reproduce_paper.py --envs gym --steps 100000 --n-envs 4 --out gym-random/
 
 ``--policy experts``: each env's shipped expert agent
 (``jacobian_wrappers.load_expert``, its stochastic policy as the study used),
 a uniform random policy where none is shipped (said in the output and the
 report); ``--policy random`` everywhere; ``--policy-dir DIR``: ``DIR/<Env>.zip``
 where it exists.
+``--envs`` takes Playground task names and Gymnasium MuJoCo ids
+(``HalfCheetah-v5``; ``gym`` stands for Gymnasium's ten v5 envs, ``study`` for
+the study's eight): a Gymnasium env runs as a ``DummyVecEnv`` of
+``JacobianWrapper(gym.make(id), backend=--gym-backend)`` (default: each
+env's default, exact MJX where it agrees with the env, MuJoCo's C finite
+differences with the noise-aware zero test otherwise).
 Data go to ``OUT/data/<Env>.h5`` (an existing file is resumed), the report to
 ``OUT/report/report.md``, and each data set's card (rows, complete episodes,
 the policy's mean return over them, size, content SHA-256,
@@ -24,6 +31,18 @@ import time
 from pathlib import Path
 
 # Heavy imports (JAX, MJX, SB3) come after parse_args: --help answers at once.
+GYM_ENVS = (  # jacobian_wrappers.gym_mujoco.GYM_V5_ENVS, without importing JAX for --help
+    "Ant-v5",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Humanoid-v5",
+    "Swimmer-v5",
+    "Reacher-v5",
+    "Pusher-v5",
+    "InvertedPendulum-v5",
+    "InvertedDoublePendulum-v5",
+)
 STUDY_ENVS = (  # jacobian_wrappers.STUDY_ENVS, without importing JAX for --help
     "BallInCup",
     "CartpoleBalance",
@@ -36,9 +55,28 @@ STUDY_ENVS = (  # jacobian_wrappers.STUDY_ENVS, without importing JAX for --help
 )
 
 
+def make_env(name: str, n_envs: int, seed: int, gym_backend: str | None):
+    """A float64 VecEnv with Jacobians: Playground's batched env, or Gymnasium's envs."""
+    import jacobian_wrappers as jw
+
+    if name not in GYM_ENVS:
+        return jw.PlaygroundVecEnv(name, n_envs, seed=seed, precision="float64")
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([lambda: jw.JacobianWrapper(gym.make(name), backend=gym_backend)] * n_envs)
+    venv.seed(seed)
+    return venv
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=list(STUDY_ENVS))
+    parser.add_argument(
+        "--envs", nargs="+", default=["study"], help="task names, Gymnasium ids, 'study', 'gym'"
+    )
+    parser.add_argument(
+        "--gym-backend", default=None, choices=("mjx", "mujoco"), help="Gymnasium envs' backend"
+    )
     parser.add_argument("--steps", type=int, default=1_000_000, help="transitions per env")
     parser.add_argument("--policy", default="random", choices=("random", "experts"))
     parser.add_argument("--policy-dir", default=None, help="directory of <Env>.zip agents")
@@ -47,6 +85,8 @@ def main() -> None:
     parser.add_argument("--tsne-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    groups = {"study": STUDY_ENVS, "gym": GYM_ENVS}
+    envs = [e for name in args.envs for e in groups.get(name, (name,))]
     import jacobian_wrappers as jw
     from dynamic_sparsity.analysis import analyse_dataset, dataset_card, write_report
 
@@ -55,7 +95,7 @@ def main() -> None:
     cards = json.loads(cards_path.read_text()) if cards_path.exists() else {}
     start = time.perf_counter()
     analyses = []
-    for name in args.envs:
+    for name in envs:
         t0 = time.perf_counter()
         policy = "random"
         if args.policy == "experts" and name in jw.available_experts():
@@ -63,7 +103,7 @@ def main() -> None:
         elif args.policy_dir and (Path(args.policy_dir) / f"{name}.zip").exists():
             policy = str(Path(args.policy_dir) / f"{name}.zip")
         path = out / "data" / f"{name}.h5"
-        env = jw.PlaygroundVecEnv(name, args.n_envs, seed=args.seed, precision="float64")
+        env = make_env(name, args.n_envs, args.seed, args.gym_backend)
         result = jw.collect(
             env, args.steps, path, policy=policy, seed=args.seed, resume=True, progress=True
         )

@@ -77,6 +77,7 @@ def test_scripts_list_the_study_envs_as_the_package_does() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert tuple(module.STUDY_ENVS) == jw.STUDY_ENVS
+    assert tuple(module.GYM_ENVS) == jw.gym_mujoco.GYM_V5_ENVS
     assert set(STUDY_RETURNS) == set(jw.STUDY_ENVS)
 
 
