@@ -78,7 +78,7 @@ class SparsityCallback(BaseCallback):
 
     Args:
         threshold: An element is zero when ``|J| < threshold``; ``None``: the
-            study's 1e-15 for exact Jacobians, 1e-9 (``FD_ZERO_THRESHOLD``)
+            study's 1e-15 for exact Jacobians, 1e-8 (``FD_ZERO_THRESHOLD``)
             for MuJoCo's C finite differences (``backend="mujoco"``).
         log_freq: Log scalars (and dump the logger) every this many calls.
         heatmap_freq: Log the figures every this many calls.

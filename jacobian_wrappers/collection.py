@@ -316,7 +316,7 @@ def collect(
         policy: See :func:`make_policy`.
         seed: Seed of a random policy.
         threshold: Zero threshold stored as the analysis default; ``None``: the
-            study's 1e-15 for exact Jacobians, ``FD_ZERO_THRESHOLD`` (1e-9) for
+            study's 1e-15 for exact Jacobians, ``FD_ZERO_THRESHOLD`` (1e-8) for
             MuJoCo's C finite differences (``backend="mujoco"``), whose
             structural zeros come out as round-off.
         chunk_size: Rows per chunk.

@@ -120,7 +120,7 @@ def test_collect_from_a_vec_env_of_gymnasium_envs(tmp_path) -> None:
     assert meta.state_labels == venv.get_attr("state_labels")[0]
     assert meta.extra["jacobian_backend"] == "mujoco"
     # Finite differences: the noise-aware zero threshold is the analysis default.
-    assert meta.threshold == FD_ZERO_THRESHOLD == 1e-9
+    assert meta.threshold == FD_ZERO_THRESHOLD == 1e-8
     assert meta.dt == pytest.approx(venv.get_attr("dt")[0])
     assert rows["jacobian_state"].shape == (300, 12, 12)
     ends = rows["terminated"] | rows["truncated"]
