@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import jacobian_wrappers as jw
-from jacobian_wrappers.expert_agents import EXPERT_DIR, STUDY_RETURNS
+from jacobian_wrappers.expert_agents import EXPERT_DIR, STUDY_RETURNS, expert_record
 
 
 def test_every_shipped_agent_has_its_record() -> None:
@@ -64,7 +64,7 @@ def test_each_agent_drives_its_env(name: str, tmp_path) -> None:
         dist = model.actor.action_dist.proba_distribution(mean, log_std, **kwargs)
     gaussian = dist.distribution
     assert not torch.equal(gaussian.sample(), gaussian.sample())
-    assert type(model).__name__ == jw.expert_record(name).get("algorithm", "PPO")
+    assert type(model).__name__ == expert_record(name).get("algorithm", "PPO")
 
 
 def test_scripts_list_the_study_envs_as_the_package_does() -> None:
