@@ -394,3 +394,86 @@ def test_mbrl_experiment_script_writes_curves_table_and_figure(tmp_path) -> None
     )
     assert 0.05 < last["model/true_sparsity_combined"] < 0.3
     assert (out / "returns.png").stat().st_size > 0
+
+
+def _experiment_script():
+    """examples/mbrl_experiment.py as a module (its functions, not a subprocess)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "mbrl_experiment.py"
+    spec = importlib.util.spec_from_file_location("mbrl_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # two short real runs, each interrupted once and resumed
+@pytest.mark.parametrize("variant", ["sac", "mbpo-mlp"])
+def test_mbrl_experiment_run_resumes_from_its_checkpoint(
+    tmp_path, monkeypatch, capsys, variant
+) -> None:
+    import csv
+    import json
+
+    script = _experiment_script()
+    args = script.build_parser().parse_args(
+        ["--out", str(tmp_path), "--sac-steps", "60", "--mbpo-steps", "60",
+         "--learning-starts", "20", "--eval-every", "20", "--checkpoint-every", "20",
+         "--eval-episodes", "1", "--members", "2", "--model-train-freq", "20",
+         "--rollout-batch-size", "32", "--gradient-steps", "1"]
+    )  # fmt: skip
+    evaluate = script._evaluate
+
+    def killed_at_60(model, env, episodes):
+        if model.num_timesteps == 60:
+            raise KeyboardInterrupt  # the session ends mid-run
+        return evaluate(model, env, episodes)
+
+    monkeypatch.setattr(script, "_evaluate", killed_at_60)
+    with pytest.raises(KeyboardInterrupt):
+        script.run_one(variant, 1, args)
+    ckpt = tmp_path / "ckpt" / f"{variant}_1"
+    saved = json.loads((ckpt / "rows.json").read_text())
+    assert [r[0] for r in saved] == [20, 40]
+    assert not (tmp_path / "runs").exists()
+
+    monkeypatch.setattr(script, "_evaluate", evaluate)
+    path = script.run_one(variant, 1, args)  # the same call again: continues
+    assert f"{variant}_1: resumed at 40 steps" in capsys.readouterr().out
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [20, 40, 60]
+    assert [float(r["mean_return"]) for r in rows[:2]] == [r[1] for r in saved]
+    assert float(rows[2]["seconds"]) > saved[-1][3]  # the clock goes on from the checkpoint
+    assert not ckpt.exists() and not (tmp_path / "ckpt" / f"{variant}_1.tmp").exists()
+    # One TensorBoard run, continued: the model table reads its last values.
+    assert [p.name for p in (tmp_path / "tb").iterdir()] == [f"{variant}_1_1"]
+    assert script.run_one(variant, 1, args) == path  # finished: read back, not rerun
+
+
+def test_mbrl_experiment_pools_envs_into_one_iqm_table(tmp_path) -> None:
+    script = _experiment_script()
+    finals = {"CheetahRun": [300.0, 320.0, 340.0], "WalkerRun": [200.0, 260.0, 230.0]}
+    for env, values in finals.items():
+        runs = tmp_path / env / "runs"
+        runs.mkdir(parents=True)
+        for seed, value in enumerate(values, 1):
+            for variant, shift in (("sac", 0.0), ("mbpo-mlp", 500.0)):
+                (runs / f"{variant}_{seed}.csv").write_text(
+                    f"step,mean_return,std_return,seconds\n1000,0,0,1\n2000,{value + shift},0,2\n"
+                )
+    text = script.aggregate([str(tmp_path / e) for e in finals], str(tmp_path / "both"), reps=300)
+    assert (tmp_path / "both" / "aggregate.md").read_text() == text
+    pooled = np.array(list(finals.values())).T / 1000  # (seeds, envs)
+    from scipy import stats
+
+    row = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert f"| {stats.trim_mean(pooled.ravel(), 0.25):.3g} [" in row["sac"]
+    # MBPO beat SAC by 0.5 in every (seed, env): every MBPO run beats every SAC run.
+    cells = [c.strip() for c in row["mbpo-mlp"].strip("|").split("|")]
+    low, high = (float(x) for x in cells[3].split("[")[1].rstrip("]").split(","))
+    assert cells[3].startswith("0.5 [") and 0 < low <= 0.5 <= high
+    assert cells[4] == "1 [1, 1]"
+    with pytest.raises(ValueError, match="holds no finished runs"):
+        script.aggregate([str(tmp_path / "nothing")], str(tmp_path / "x"))

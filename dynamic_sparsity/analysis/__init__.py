@@ -13,7 +13,9 @@ Stable-Baselines3 nor torch, and no module sets a matplotlib backend.
 * :mod:`dynamic_sparsity.analysis.report`: tables, figures and ``report.md``;
 * :mod:`dynamic_sparsity.analysis.figures`: the matplotlib figures (``Figure`` objects, no pyplot);
 * :mod:`dynamic_sparsity.analysis.dataset_card`: rows, episodes, the policy's return and a
-  content digest of a data set (:func:`dataset_card`).
+  content digest of a data set (:func:`dataset_card`);
+* :mod:`dynamic_sparsity.analysis.rl_evaluation`: RL returns as the field reports them
+  (rliable's IQM, stratified bootstrap CIs, probability of improvement).
 """
 
 from dynamic_sparsity.analysis.analysis import (
