@@ -231,3 +231,14 @@ def test_model_mjx_cannot_simulate_names_the_feature(tmp_path) -> None:
     np.testing.assert_allclose(
         jac, env_step_central_difference(env.unwrapped, s, warm, np.array([0.3])), 1e-6
     )
+
+
+def test_mbpo_refuses_a_gymnasium_env_and_says_why() -> None:
+    """MBPO's rollouts evaluate the task's own reward at predicted states, which only
+    Playground tasks expose (TaskFunctions): a Gymnasium env gets an error saying so."""
+    from dynamic_sparsity.mbrl import MBPO
+
+    venv = _gym_venv("InvertedPendulum-v5", 1)
+    with pytest.raises(ValueError, match="MBPO needs a jacobian_wrappers.PlaygroundVecEnv") as err:
+        MBPO("MlpPolicy", venv)
+    assert "DummyVecEnv" in str(err.value) and "reward at predicted states" in str(err.value)
