@@ -26,7 +26,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", required=True, help="Playground task, e.g. CheetahRun")
     parser.add_argument("--steps", type=int, required=True, help="transitions in the file")
-    parser.add_argument("--policy", default="random", help="'random' or an SB3 model .zip")
+    parser.add_argument(
+        "--policy", default="random",
+        help="'random', 'expert:<Task>' (a shipped agent) or an SB3 model .zip",
+    )  # fmt: skip
     parser.add_argument("--precision", default="float64", choices=("float32", "float64"))
     parser.add_argument("--out", required=True, help="HDF5 file to write")
     parser.add_argument("--n-envs", type=int, default=64)

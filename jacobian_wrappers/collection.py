@@ -180,8 +180,8 @@ def make_policy(policy: Any, env: VecEnv, seed: int = 0) -> tuple[Policy, str]:
     if callable(policy):
         return policy, getattr(policy, "__name__", type(policy).__name__)
     raise ValueError(
-        f"policy must be 'random', a path to an SB3 .zip, an SB3 model or a callable, "
-        f"got {policy!r}"
+        "policy must be 'random', 'expert:<Task>', a path to an SB3 .zip, an SB3 model or a "
+        f"callable, got {policy!r}"
     )
 
 
