@@ -377,7 +377,7 @@ def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -
         n = min(len(r["step"]) for r in runs)
         curve = np.array([r["mean_return"][:n] for r in runs])
         if len(runs) >= 2:  # the field's curve: IQM over seeds, stratified bootstrap 95 % CI
-            centre, (low, high) = iqm_curves(curve[:, None, :])
+            centre, (low, high) = iqm_curves(curve[:, None, :], reps=min(args.reps, 2_000))
         else:
             centre = low = high = curve[0]
         ax.plot(steps[:n], centre, label=v)
@@ -406,7 +406,7 @@ def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "returns.png", dpi=120)
-    lines += iqm_table({v: _finals(runs) for v, runs in curves.items()})
+    lines += iqm_table({v: _finals(runs) for v, runs in curves.items()}, reps=args.reps)
     lines += _model_table(out, list(curves), seeds)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
@@ -504,6 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument(
+        "--reps", type=int, default=REPS,
+        help="bootstrap resamples of each statistic in the summary (curves: at most 2,000)",
+    )  # fmt: skip
+    parser.add_argument(
         "--aggregate", nargs="+", metavar="DIR",
         help="only pool finished experiments (their --out folders) into OUT/aggregate.md",
     )  # fmt: skip
@@ -513,12 +517,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
-    if args.aggregate:
-        print(aggregate(args.aggregate, args.out))
-        return
-    for name in ("sac_steps", "mbpo_steps", "eval_every", "checkpoint_every", "eval_episodes"):
+    positive = ("sac_steps", "mbpo_steps", "eval_every", "checkpoint_every", "eval_episodes")
+    positive += ("reps",)
+    for name in positive:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.aggregate:
+        print(aggregate(args.aggregate, args.out, reps=args.reps))
+        return
     seeds = parse_seeds(args.seeds)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "args.json").write_text(json.dumps(vars(args), indent=1))

@@ -477,3 +477,31 @@ def test_mbrl_experiment_pools_envs_into_one_iqm_table(tmp_path) -> None:
     assert cells[4] == "1 [1, 1]"
     with pytest.raises(ValueError, match="holds no finished runs"):
         script.aggregate([str(tmp_path / "nothing")], str(tmp_path / "x"))
+
+
+def test_mbrl_experiment_summary_reports_iqm_and_draws_iqm_curves(tmp_path) -> None:
+    """Three seeds of two variants, written as finished runs: the table's IQM row is the
+    trimmed mean of the final returns, and the figure is drawn from the IQM curves."""
+    import argparse
+
+    from scipy import stats
+
+    script = _experiment_script()
+    finals = {"sac": [100.0, 200.0, 300.0], "mbpo-mlp": [400.0, 500.0, 650.0]}
+    (tmp_path / "runs").mkdir()
+    for variant, values in finals.items():
+        for seed, value in enumerate(values, 1):
+            (tmp_path / "runs" / f"{variant}_{seed}.csv").write_text(
+                f"step,mean_return,std_return,seconds\n1000,{value / 2},0,10\n2000,{value},0,20\n"
+            )
+    args = argparse.Namespace(
+        out=str(tmp_path), env="CheetahRun", eval_episodes=5, sac_steps=2000, reps=300
+    )
+    text = script.summarise(args, list(finals), [1, 2, 3])
+    assert (tmp_path / "results.md").read_text() == text
+    assert (tmp_path / "returns.png").stat().st_size > 0
+    lines = text.splitlines()
+    assert any(line.startswith("| mbpo-mlp | 2000 | 517 ± 103 |") for line in lines)  # mean ± std
+    (iqm_row,) = [line for line in lines if line.startswith("| mbpo-mlp | 3 |")]
+    assert f"| {stats.trim_mean(finals['mbpo-mlp'], 0.25):.3g} [" in iqm_row
+    assert "| 1 [1, 1] |" in iqm_row  # every MBPO run above every SAC run
