@@ -53,6 +53,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +101,18 @@ def _evaluate(model, env, episodes: int) -> tuple[float, float]:
     return float(total.mean()), float(total.std())
 
 
+def _model_config(world_model: str, args: argparse.Namespace) -> Any:
+    """MBPO's model settings; ``--mode-dim`` and ``--contact-features`` for masked models only."""
+    from dynamic_sparsity.mbrl import MBPO_MODEL_CONFIG
+    from world_models import MASKED_MODELS
+
+    if world_model not in MASKED_MODELS:
+        return MBPO_MODEL_CONFIG
+    return dataclasses.replace(
+        MBPO_MODEL_CONFIG, mode_dim=args.mode_dim, contact_features=args.contact_features
+    )
+
+
 def _save_rows(directory: Path, rows: list[tuple[float, ...]]) -> None:
     """Write the evaluation rows next to a checkpoint, atomically."""
     tmp = directory / "rows.json.tmp"
@@ -134,7 +147,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
     from stable_baselines3.common.callbacks import BaseCallback
 
     import jacobian_wrappers as jw
-    from dynamic_sparsity.mbrl import MBPO, MBPO_MODEL_CONFIG
+    from dynamic_sparsity.mbrl import MBPO
 
     env = jw.PlaygroundVecEnv(args.env, n_envs=1, seed=seed, jacobians=True, precision="float64")
     eval_env = jw.PlaygroundVecEnv(
@@ -167,10 +180,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> Path:
             model_epochs=args.model_epochs, rollout_length=args.rollout_length,
             rollout_batch_size=args.rollout_batch_size, gradient_steps=args.gradient_steps,
             real_ratio=args.real_ratio,
-            model_config=dataclasses.replace(
-                MBPO_MODEL_CONFIG, mode_dim=args.mode_dim,
-                contact_features=args.contact_features,
-            ),
+            model_config=_model_config(world_model, args),
             rollout_dynamics="simulator" if variant == "mbpo-oracle" else "model",
             learning_starts=args.learning_starts, seed=seed, verbose=0, tensorboard_log=tb,
             buffer_size=steps,

@@ -280,6 +280,9 @@ def test_mbpo_bad_input(cartpole_env) -> None:
         _mbpo(cartpole_env, model_target="s2")
     with pytest.raises(ValueError, match="rollout_length must be >= 1, got -2"):
         _mbpo(cartpole_env, rollout_length=-2)
+    masked_options = dataclasses.replace(_mbpo_config(), mode_dim=4, contact_features=True)
+    with pytest.raises(ValueError, match="mode_dim=4, contact_features=True.*'mlp' has no mask"):
+        _mbpo(cartpole_env, model_config=masked_options)
 
 
 def test_mbpo_model_target_picks_what_the_members_predict(cartpole_env) -> None:

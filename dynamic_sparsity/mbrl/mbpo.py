@@ -86,7 +86,7 @@ from world_models.config import TrainConfig
 from world_models.ensemble import DynamicsEnsemble, EnsembleTrainer
 from world_models.losses import LOSS_MODES, needs_ground_truth_jacobian
 from world_models.normaliser import Normaliser, scale_jacobian
-from world_models.registry import model_class
+from world_models.registry import MASKED_MODELS, model_class
 
 __all__ = ["MBPO", "MBPO_MODEL_CONFIG", "MBPOCheckpointCallback"]
 
@@ -244,6 +244,15 @@ class MBPO(SAC):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0.0 <= float(real_ratio) <= 1.0:
             raise ValueError(f"real_ratio must be in [0, 1], got {real_ratio}")
+        config = model_config or MBPO_MODEL_CONFIG
+        masked_only = {"mode_dim": config.mode_dim, "contact_features": config.contact_features}
+        if world_model not in MASKED_MODELS and any(masked_only.values()):
+            # An MLP would ignore them silently: the run would not be the one asked for.
+            given = ", ".join(f"{k}={v!r}" for k, v in masked_only.items() if v)
+            raise ValueError(
+                f"model_config has {given}, options of the masked models {list(MASKED_MODELS)} "
+                f"only; world_model={world_model!r} has no mask"
+            )
         n_elites = int(n_members) if n_elites is None else int(n_elites)
         if not 1 <= n_elites <= int(n_members):
             raise ValueError(f"n_elites must be in [1, n_members={n_members}], got {n_elites}")
@@ -264,9 +273,7 @@ class MBPO(SAC):
             _check_env(env, loss_mode)
         self.world_model, self.loss_mode = world_model, loss_mode
         # The config's own model decides which of its options apply (model_kwargs).
-        self.model_config = dataclasses.replace(
-            model_config or MBPO_MODEL_CONFIG, model=world_model
-        )
+        self.model_config = dataclasses.replace(config, model=world_model)
         if model_target is not None:
             self.model_config = dataclasses.replace(
                 self.model_config, predict_delta=model_target == "delta"
