@@ -200,7 +200,10 @@ def test_mbpo_members_take_the_options_of_their_own_model(cartpole_env) -> None:
     assert m.model_config.model == "local_mask"
     assert (member.width, member.depth, member.mode_dim) == (16, 2, 2)
     assert member.contact == contact_spec("CartpoleBalance")
-    assert _mbpo(cartpole_env, model_config=config).ensemble.members[0].width == 32  # the MLP
+    # The MLP takes its own width from the same config; the masked-only options are refused
+    # for it (test_mbpo_bad_input).
+    heads_only = dataclasses.replace(_mbpo_config(), head_width=16)
+    assert _mbpo(cartpole_env, model_config=heads_only).ensemble.members[0].width == 32
 
 
 def test_mbpo_rolls_out_with_its_elites_and_keeps_the_transitions_they_agree_on(
