@@ -105,3 +105,14 @@ def test_the_module_example_runs_and_prints_what_it_shows():
 
     result = doctest.testmod(rl_evaluation)
     assert result.failed == 0 and result.attempted >= 3
+
+
+def test_without_rliable_the_error_names_the_extra(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "rliable.metrics", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "rliable.library", None)
+    importlib.invalidate_caches()
+    with pytest.raises(ImportError, match=r"rliable, the 'rl' extra: pip install -e '\.\[rl\]'"):
+        iqm(np.ones((3, 1)), reps=10)

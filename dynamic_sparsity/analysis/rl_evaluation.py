@@ -27,9 +27,11 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +78,17 @@ def _scores(name: str, scores: np.ndarray, ndim: int = 2) -> np.ndarray:
     return arr
 
 
+def _rliable(module: str) -> Any:
+    """``rliable.<module>``, or an ImportError that names the extra to install."""
+    try:
+        return importlib.import_module(f"rliable.{module}")
+    except ImportError as err:
+        raise ImportError(
+            "the RL statistics use rliable, the 'rl' extra: pip install -e '.[rl]' in the "
+            "project's clone"
+        ) from err
+
+
 def _estimate(
     data: np.ndarray | list[np.ndarray],
     func: Callable[..., np.ndarray],
@@ -88,7 +101,7 @@ def _estimate(
     One array: runs resampled within each task; a list of arrays: each
     array's runs resampled independently (rliable's ``StratifiedIndependentBootstrap``).
     """
-    from rliable import library
+    library = _rliable("library")
 
     with warnings.catch_warnings():
         # rliable hands arch a legacy RandomState (seeded: every table reproduces),
@@ -127,7 +140,7 @@ def iqm(
     Raises:
         ValueError: A bad shape, fewer than 2 runs, NaN scores, or bad ``reps``/``confidence``.
     """
-    from rliable import metrics
+    metrics = _rliable("metrics")
 
     arr = _scores("scores", scores)
     _check_common(reps, confidence)
@@ -148,7 +161,7 @@ def iqm_difference(
     Raises:
         ValueError: As :func:`iqm`, or tasks that differ in number.
     """
-    from rliable import metrics
+    metrics = _rliable("metrics")
 
     a, b = _scores("x", x), _scores("y", y)
     _check_common(reps, confidence)
@@ -171,7 +184,7 @@ def probability_of_improvement(
     Raises:
         ValueError: As :func:`iqm_difference`.
     """
-    from rliable import metrics
+    metrics = _rliable("metrics")
 
     a, b = _scores("x", x), _scores("y", y)
     _check_common(reps, confidence)
@@ -195,7 +208,7 @@ def iqm_curves(
     Raises:
         ValueError: As :func:`iqm`, for a 3-dimensional array.
     """
-    from rliable import metrics
+    metrics = _rliable("metrics")
 
     arr = _scores("curves", curves, ndim=3)
     _check_common(reps, confidence)
