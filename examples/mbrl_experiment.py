@@ -382,6 +382,7 @@ def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -
     if "sac" in curves:
         sac_final = float(np.mean([c["mean_return"][-1] for c in curves["sac"]]))
     third = args.sac_steps // 3
+    final_returns: dict[str, np.ndarray] = {}
     for v, runs in curves.items():
         steps = runs[0]["step"]
         n = min(len(r["step"]) for r in runs)
@@ -392,7 +393,7 @@ def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -
             centre = low = high = curve[0]
         ax.plot(steps[:n], centre, label=v)
         ax.fill_between(steps[:n], low, high, alpha=0.2)
-        finals = [r["mean_return"][n - 1] for r in runs]
+        finals = final_returns[v] = _finals(runs)
         at_third = [np.interp(third, r["step"], r["mean_return"]) for r in runs]
         reach = "-"
         if sac_final is not None and v != "sac":
@@ -416,7 +417,7 @@ def summarise(args: argparse.Namespace, variants: list[str], seeds: list[int]) -
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "returns.png", dpi=120)
-    lines += iqm_table({v: _finals(runs) for v, runs in curves.items()}, reps=args.reps)
+    lines += iqm_table(final_returns, reps=args.reps)
     lines += _model_table(out, list(curves), seeds)
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
@@ -459,6 +460,12 @@ def aggregate(dirs: list[str], out: str, scale: float = 1000.0, reps: int = REPS
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "aggregate.md").write_text(text)
     return text
+
+
+#: Options that must be >= 1, checked before anything runs.
+POSITIVE_OPTIONS = (
+    "sac_steps", "mbpo_steps", "eval_every", "checkpoint_every", "eval_episodes", "reps",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,9 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
-    positive = ("sac_steps", "mbpo_steps", "eval_every", "checkpoint_every", "eval_episodes")
-    positive += ("reps",)
-    for name in positive:
+    for name in POSITIVE_OPTIONS:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.aggregate:

@@ -126,6 +126,17 @@ def _check_common(reps: int, confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
+def _pair(
+    x: np.ndarray, y: np.ndarray, reps: int, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two algorithms' score arrays, checked (each as :func:`_scores`, the same tasks)."""
+    a, b = _scores("x", x), _scores("y", y)
+    _check_common(reps, confidence)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x and y must score the same tasks, got {a.shape[1]} and {b.shape[1]}")
+    return a, b
+
+
 def iqm(
     scores: np.ndarray, *, reps: int = REPS, confidence: float = 0.95, seed: int = 0
 ) -> Interval:
@@ -163,10 +174,7 @@ def iqm_difference(
     """
     metrics = _rliable("metrics")
 
-    a, b = _scores("x", x), _scores("y", y)
-    _check_common(reps, confidence)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"x and y must score the same tasks, got {a.shape[1]} and {b.shape[1]}")
+    a, b = _pair(x, y, reps, confidence)
 
     def diff(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(u) - metrics.aggregate_iqm(v)])
@@ -186,10 +194,7 @@ def probability_of_improvement(
     """
     metrics = _rliable("metrics")
 
-    a, b = _scores("x", x), _scores("y", y)
-    _check_common(reps, confidence)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"x and y must score the same tasks, got {a.shape[1]} and {b.shape[1]}")
+    a, b = _pair(x, y, reps, confidence)
 
     def poi(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.array([metrics.probability_of_improvement(u, v)])
