@@ -55,3 +55,27 @@ def test_study_env_steps_with_jacobians(env_name: str) -> None:
     smooth = (np.abs(fd5 - fd6) <= 1e-6 * scale) & ~info["jacobian_nonsmooth"][None, :]
     assert smooth.mean() > 0.8, smooth.mean()
     np.testing.assert_allclose(jac[smooth], fd6[smooth], rtol=1e-4, atol=1e-6 * scale)
+
+
+def _avals(tree) -> list:
+    import jax
+
+    return [(jax.tree_util.keystr(p), x.shape, x.dtype, x.weak_type)
+            for p, x in jax.tree_util.tree_leaves_with_path(tree)]  # fmt: skip
+
+
+def test_a_reset_state_has_the_types_a_step_returns() -> None:
+    """Else the jitted step compiles twice: once for the reset's state, once for its own.
+
+    CheetahRun's reset leaves ``data.time`` a Python float, which became a weakly
+    typed array and cost a second compile of 33-90 s. Traced only, the step is not
+    compiled (the other study envs' resets hold arrays only; checked once, 160 s).
+    """
+    import jax
+
+    sim = jw.get_simulator("CheetahRun", "float32")
+    with sim.scope():
+        state = jax.eval_shape(sim.pure_reset, jax.random.PRNGKey(0))
+        action = jax.ShapeDtypeStruct((sim.action_size,), sim.dtype)
+        after = jax.eval_shape(lambda s, a: sim.transition(s, a, False).state, state, action)
+    assert _avals(state) == _avals(after)
