@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -206,67 +207,16 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
         #: solver tangent could not be verified (``"recomputed"``).
         self.jacobian_counts = {"step": 0, "recomputed": 0}
         self.devices = _resolve_devices(devices, n_envs)
-        self._sharding = None
-        jit_kwargs: dict[str, Any] = {}
-        if len(self.devices) > 1:
-            mesh = jax.sharding.Mesh(np.array(self.devices), ("env",))
-            self._sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("env"))
-            # Every input and output leaf has the env axis first: split it over the devices.
-            jit_kwargs = {"in_shardings": self._sharding, "out_shardings": self._sharding}
+        self._sharding = _env_sharding(tuple(self.devices))
+        # Shared by every VecEnv of this simulator, episode length, method and devices:
+        # a second env of the same kind (an evaluation env, a resumed run) compiles nothing.
         self._step_fns = {
-            flag: self.sim.scoped(jax.jit(self._make_step(flag), **jit_kwargs))
+            flag: _step_program(
+                self.sim, self.episode_length, self.jacobian_method, flag, tuple(self.devices)
+            )
             for flag in (False, True)
         }
         self._recompute_fns: dict[int, Any] = {}  # per bucket size, compiled when first needed
-
-    # ---------------------------------------------------------- the one call
-    def _make_step(self, with_jacobian: bool):
-        sim, limit = self.sim, self.episode_length
-
-        method = self.jacobian_method
-
-        def step(state: Any, keys: jax.Array, elapsed: jax.Array, actions: jax.Array):
-            out = jax.vmap(lambda st, a: sim.transition(st, a, with_jacobian, method))(
-                state, actions
-            )
-            elapsed = elapsed + 1
-            terminated = (out.state.done > 0) & out.finite
-            truncated = (elapsed >= limit) | ~out.finite
-            done = terminated | truncated
-            # A non-finite step keeps the last finite observation as its terminal one.
-            terminal_obs = jnp.where(out.finite[:, None], out.state.obs, state.obs)
-
-            def reset_done(args):
-                new_state, keys = args
-                split = jax.vmap(jax.random.split)(keys)
-                fresh = jax.vmap(sim.pure_reset)(split[:, 1])
-                return _select(done, fresh, new_state), jnp.where(done[:, None], split[:, 0], keys)
-
-            new_state, keys = jax.lax.cond(
-                done.any(), reset_done, lambda args: args, (out.state, keys)
-            )
-            elapsed = jnp.where(done, 0, elapsed)
-            # One packed array per step: a single device-to-host transfer.
-            dtype = out.s.dtype
-            parts = [
-                new_state.obs,
-                out.state.reward[:, None],
-                terminated[:, None],
-                truncated[:, None],
-                out.finite[:, None],
-                out.n_contacts[:, None],
-                terminal_obs,
-                out.s,
-                out.s_next,
-            ]
-            if with_jacobian:
-                parts.append(out.jacobian.reshape(out.jacobian.shape[0], -1))
-                parts.append(out.nonsmooth)
-                parts.append(out.verified[:, None])
-            host = jnp.concatenate([p.astype(dtype) for p in parts], axis=1)
-            return new_state, keys, elapsed, host
-
-        return step
 
     # ------------------------------------------------------------ VecEnv API
     def reset(self) -> VecEnvObs:
@@ -510,3 +460,70 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
             self._state = self._shard(_select(chosen, refreshed, self._state))  # others untouched
         self._obs = np.asarray(self._state.obs)
         return self._obs.copy()
+
+
+def _env_sharding(devices: tuple) -> jax.sharding.NamedSharding | None:
+    """The env axis split over ``devices``; ``None`` on one device."""
+    if len(devices) == 1:
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("env",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("env"))
+
+
+@functools.lru_cache(maxsize=64)
+def _step_program(
+    sim: Simulator, limit: int, method: str, with_jacobian: bool, devices: tuple
+) -> Any:
+    """The jitted step of all envs (one call per step), one per kind of VecEnv.
+
+    Cached so that envs of one kind share one ``jax.jit`` and so its compiled
+    programs (one per batch size); the simulators themselves are cached per
+    process by :func:`get_simulator`.
+    """
+    sharding = _env_sharding(devices)
+    # Every input and output leaf has the env axis first: split it over the devices.
+    kwargs = {} if sharding is None else {"in_shardings": sharding, "out_shardings": sharding}
+    return sim.scoped(jax.jit(_make_step(sim, limit, method, with_jacobian), **kwargs))
+
+
+def _make_step(sim: Simulator, limit: int, method: str, with_jacobian: bool):
+    """The pure step of all envs: transition, auto-reset and one packed host array."""
+
+    def step(state: Any, keys: jax.Array, elapsed: jax.Array, actions: jax.Array):
+        out = jax.vmap(lambda st, a: sim.transition(st, a, with_jacobian, method))(state, actions)
+        elapsed = elapsed + 1
+        terminated = (out.state.done > 0) & out.finite
+        truncated = (elapsed >= limit) | ~out.finite
+        done = terminated | truncated
+        # A non-finite step keeps the last finite observation as its terminal one.
+        terminal_obs = jnp.where(out.finite[:, None], out.state.obs, state.obs)
+
+        def reset_done(args):
+            new_state, keys = args
+            split = jax.vmap(jax.random.split)(keys)
+            fresh = jax.vmap(sim.pure_reset)(split[:, 1])
+            return _select(done, fresh, new_state), jnp.where(done[:, None], split[:, 0], keys)
+
+        new_state, keys = jax.lax.cond(done.any(), reset_done, lambda args: args, (out.state, keys))
+        elapsed = jnp.where(done, 0, elapsed)
+        # One packed array per step: a single device-to-host transfer.
+        dtype = out.s.dtype
+        parts = [
+            new_state.obs,
+            out.state.reward[:, None],
+            terminated[:, None],
+            truncated[:, None],
+            out.finite[:, None],
+            out.n_contacts[:, None],
+            terminal_obs,
+            out.s,
+            out.s_next,
+        ]
+        if with_jacobian:
+            parts.append(out.jacobian.reshape(out.jacobian.shape[0], -1))
+            parts.append(out.nonsmooth)
+            parts.append(out.verified[:, None])
+        host = jnp.concatenate([p.astype(dtype) for p in parts], axis=1)
+        return new_state, keys, elapsed, host
+
+    return step

@@ -88,6 +88,22 @@ def test_jacobian_every() -> None:
     assert "jacobian_state" not in infos[0]
 
 
+def test_envs_of_one_kind_share_one_compiled_step(vec64) -> None:
+    """A second env of the same task, precision, episode length and method (an evaluation
+    env, a resumed run) reuses the first one's program: its first step compiles nothing."""
+    vec64.reset()
+    vec64.step(np.zeros((N, 1)))
+    program = vec64._step_fns[True].__wrapped__  # the jax.jit under the precision scope
+    compiled = program._cache_size()
+    other = jw.PlaygroundVecEnv("CartpoleBalance", N, seed=1, precision="float64", episode_length=4)
+    assert other._step_fns[True] is vec64._step_fns[True]
+    other.reset()
+    _, _, _, infos = other.step(np.zeros((N, 1)))
+    assert program._cache_size() == compiled and "jacobian_state" in infos[0]
+    longer = jw.PlaygroundVecEnv("CartpoleBalance", N, precision="float64", episode_length=5)
+    assert longer._step_fns[True] is not vec64._step_fns[True]  # another limit, another program
+
+
 def test_seeding_is_reproducible(cartpole64) -> None:
     a = jw.PlaygroundVecEnv("CartpoleBalance", N, seed=3, precision="float64")
     b = jw.PlaygroundVecEnv("CartpoleBalance", N, seed=3, precision="float64")
