@@ -208,11 +208,11 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
         self.jacobian_counts = {"step": 0, "recomputed": 0}
         self.devices = _resolve_devices(devices, n_envs)
         self._sharding = _env_sharding(tuple(self.devices))
-        # Shared by every VecEnv of this simulator, episode length, method and devices:
+        # Shared by every VecEnv of this simulator, episode length, method and sharding:
         # a second env of the same kind (an evaluation env, a resumed run) compiles nothing.
         self._step_fns = {
             flag: _step_program(
-                self.sim, self.episode_length, self.jacobian_method, flag, tuple(self.devices)
+                self.sim, self.episode_length, self.jacobian_method, flag, self._sharding
             )
             for flag in (False, True)
         }
@@ -472,7 +472,11 @@ def _env_sharding(devices: tuple) -> jax.sharding.NamedSharding | None:
 
 @functools.lru_cache(maxsize=64)
 def _step_program(
-    sim: Simulator, limit: int, method: str, with_jacobian: bool, devices: tuple
+    sim: Simulator,
+    limit: int,
+    method: str,
+    with_jacobian: bool,
+    sharding: jax.sharding.NamedSharding | None,
 ) -> Any:
     """The jitted step of all envs (one call per step), one per kind of VecEnv.
 
@@ -480,7 +484,6 @@ def _step_program(
     programs (one per batch size); the simulators themselves are cached per
     process by :func:`get_simulator`.
     """
-    sharding = _env_sharding(devices)
     # Every input and output leaf has the env axis first: split it over the devices.
     kwargs = {} if sharding is None else {"in_shardings": sharding, "out_shardings": sharding}
     return sim.scoped(jax.jit(_make_step(sim, limit, method, with_jacobian), **kwargs))
