@@ -11,7 +11,8 @@ evaluation scores the stochastic policy too, as the study did.
 
 Long runs checkpoint every ``--checkpoint-freq`` steps (``<out stem>_ckpt/``);
 ``--resume`` continues from the newest checkpoint up to ``--timesteps`` in all
-(SAC's checkpoints carry its replay buffer, so a resumed SAC run loses nothing).
+(SAC's checkpoints carry its replay buffer, so a resumed SAC run loses nothing; only
+the newest buffer is kept: each holds the whole preallocated buffer, ~100 MB).
 
 PPO is the study's algorithm and the default. ``--algo sac`` is for the locomotion
 tasks, where PPO needs tens of millions of steps (Playground's own PPO recipe for
@@ -76,6 +77,19 @@ def _latest_checkpoint(folder: Path, algo: str) -> Path | None:
     return found[-1] if found else None
 
 
+def _prune_replay_buffers(folder: Path, algo: str) -> None:
+    """Delete all but the newest ``<algo>_replay_buffer_<steps>_steps.pkl`` of ``folder``.
+
+    Each holds SB3's whole preallocated buffer (116 MB for FingerTurnEasy's 1M rows, full or
+    not), and a resumed run needs only the newest.
+    """
+    found = sorted(
+        folder.glob(f"{algo}_replay_buffer_*_steps.pkl"), key=lambda p: int(p.stem.split("_")[-2])
+    )
+    for old in found[:-1]:
+        old.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", required=True, help="Playground task, e.g. CheetahRun")
@@ -93,7 +107,7 @@ def main() -> None:
     parser.add_argument("--logdir", default="runs/experts")
     parser.add_argument("--eval-freq", type=int, default=50_000, help="env steps between evals")
     parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--checkpoint-freq", type=int, default=100_000, help="env steps")
+    parser.add_argument("--checkpoint-freq", type=int, default=25_000, help="env steps")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -107,6 +121,19 @@ def main() -> None:
 
     import jacobian_wrappers as jw
 
+    out = Path(args.out) if args.out else jw.expert_agents.EXPERT_DIR / f"{args.env}.zip"
+    ckpt_dir = out.parent / f"{out.stem}_ckpt"
+    latest = _latest_checkpoint(ckpt_dir, args.algo) if args.resume else None
+    if args.resume and latest is None and out.exists():
+        latest = out  # a shipped agent: trained further from where it stopped
+        # Checked before any compile: an agent resumes only with its own algorithm.
+        record = out.parent == jw.expert_agents.EXPERT_DIR
+        trained = jw.expert_agents.expert_record(args.env).get("algorithm", "PPO") if record else ""
+        if record and trained.lower() != args.algo:
+            parser.error(
+                f"--resume: the shipped {args.env} agent is {trained}, not {args.algo.upper()}; "
+                f"pass --out to train a {args.algo.upper()} agent apart"
+            )
     algo_class = {"ppo": PPO, "sac": SAC}[args.algo]
     params = hyperparameters(args.env, args.algo)
     n_envs = params.pop("n_envs")
@@ -114,7 +141,6 @@ def main() -> None:
     eval_env = VecMonitor(
         jw.PlaygroundVecEnv(args.env, args.eval_episodes, seed=10_000 + args.seed, jacobians=False)
     )
-    out = Path(args.out) if args.out else jw.expert_agents.EXPERT_DIR / f"{args.env}.zip"
     evaluator = EvalCallback(
         eval_env,
         n_eval_episodes=args.eval_episodes,
@@ -123,21 +149,29 @@ def main() -> None:
         deterministic=False,
         verbose=1,
     )
-    ckpt_dir = out.parent / f"{out.stem}_ckpt"
-    checkpoints = CheckpointCallback(
+
+    class Checkpoints(CheckpointCallback):
+        """SB3's checkpoints, keeping only the newest replay buffer."""
+
+        def _on_step(self) -> bool:
+            go_on = super()._on_step()
+            if self.save_replay_buffer and self.n_calls % self.save_freq == 0:
+                _prune_replay_buffers(Path(self.save_path), self.name_prefix)
+            return go_on
+
+    checkpoints = Checkpoints(
         max(1, args.checkpoint_freq // n_envs),
         str(ckpt_dir),
         args.algo,
         save_replay_buffer=args.algo == "sac",
     )
-    latest = _latest_checkpoint(ckpt_dir, args.algo) if args.resume else None
-    if args.resume and latest is None and out.exists():
-        latest = out  # a shipped agent: trained further from where it stopped
     if latest is not None:
         model = algo_class.load(latest, env=env, tensorboard_log=args.logdir)
         buffer = latest.parent / f"{args.algo}_replay_buffer_{model.num_timesteps}_steps.pkl"
         if args.algo == "sac" and buffer.exists():
             model.load_replay_buffer(buffer)
+        elif args.algo == "sac":
+            print(f"warning: no {buffer.name}: SAC resumes with an empty replay buffer")
         print(f"resuming from {latest} ({model.num_timesteps} steps)")
     else:
         model = algo_class(

@@ -216,7 +216,6 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
             )
             for flag in (False, True)
         }
-        self._recompute_fns: dict[int, Any] = {}  # per bucket size, compiled when first needed
 
     # ------------------------------------------------------------ VecEnv API
     def reset(self) -> VecEnvObs:
@@ -352,18 +351,7 @@ class PlaygroundVecEnv(TaskAttributes, BatchedVecEnv):
         """
         buckets = self._recompute_buckets()
         chunk = next((b for b in buckets if b >= len(rows)), buckets[-1])
-        fn = self._recompute_fns.get(chunk)
-        if fn is None:
-            sim = self.sim
-
-            def jacobians(state: Any, idx: jax.Array, actions: jax.Array):
-                picked = jax.tree.map(lambda x: x[idx], state)
-                out = jax.vmap(lambda st, a: sim.transition(st, a, True, "unrolled"))(
-                    picked, actions[idx]
-                )
-                return out.jacobian.reshape(len(idx), -1), out.nonsmooth
-
-            fn = self._recompute_fns[chunk] = self.sim.scoped(jax.jit(jacobians))
+        fn = _recompute_program(self.sim)  # compiled per bucket size when first needed
         flats, flags = [], []
         actions = np.asarray(self._actions, dtype=self.sim.dtype)
         for lo in range(0, len(rows), chunk):
@@ -487,6 +475,22 @@ def _step_program(
     # Every input and output leaf has the env axis first: split it over the devices.
     kwargs = {} if sharding is None else {"in_shardings": sharding, "out_shardings": sharding}
     return sim.scoped(jax.jit(_make_step(sim, limit, method, with_jacobian), **kwargs))
+
+
+@functools.lru_cache(maxsize=64)
+def _recompute_program(sim: Simulator) -> Any:
+    """The jitted unrolled Jacobians of picked rows, one per simulator.
+
+    Cached like the step: envs of one task share its compiled programs (one per
+    bucket size and batch size).
+    """
+
+    def jacobians(state: Any, idx: jax.Array, actions: jax.Array):
+        picked = jax.tree.map(lambda x: x[idx], state)
+        out = jax.vmap(lambda st, a: sim.transition(st, a, True, "unrolled"))(picked, actions[idx])
+        return out.jacobian.reshape(len(idx), -1), out.nonsmooth
+
+    return sim.scoped(jax.jit(jacobians))
 
 
 def _make_step(sim: Simulator, limit: int, method: str, with_jacobian: bool):

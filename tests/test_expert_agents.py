@@ -81,6 +81,19 @@ def test_scripts_list_the_study_envs_as_the_package_does() -> None:
     assert set(STUDY_RETURNS) == set(jw.STUDY_ENVS)
 
 
+def test_train_all_experts_resumes_each_agent_with_its_own_algorithm() -> None:
+    """The script's SAC envs are those whose shipped agent is SAC (train_expert.py refuses
+    to resume an agent with another algorithm)."""
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "examples" / "train_all_experts.sh").read_text()
+    sac = set(re.findall(r"\[(\w+)\]=sac", script))
+    shipped_sac = {n for n in jw.available_experts() if expert_record(n).get("algorithm") == "SAC"}
+    assert shipped_sac <= sac and sac <= set(jw.STUDY_ENVS)
+    assert all(f"[{env}]=" in script for env in jw.STUDY_ENVS)  # a step count for each
+
+
 @pytest.mark.slow  # compiles CartpoleBalance's float64 step
 def test_reproduce_paper_with_the_expert_writes_data_cards_and_report(tmp_path) -> None:
     """The one command of the study at scale, at a tiny scale: the shipped expert drives the
@@ -118,3 +131,53 @@ def test_reproduce_paper_with_the_expert_writes_data_cards_and_report(tmp_path) 
     assert card["mean_return"] == pytest.approx(returns.mean(), abs=0.01)
     assert card["mean_return"] > 900  # the expert balances; a random policy scores far less
     assert (tmp_path / "report" / "report.md").exists()
+
+
+def test_train_expert_resumes_sac_with_its_newest_replay_buffer(tmp_path) -> None:
+    """A stopped SAC run resumes with the buffer it had (older buffers are deleted); a shipped
+    agent of another algorithm is refused before any compile."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.save_util import load_from_pkl
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_expert.py"
+    out = tmp_path / "agent.zip"
+    base = [sys.executable, str(script), "--env", "CartpoleBalance", "--algo", "sac"]
+    base += ["--out", str(out), "--logdir", str(tmp_path / "tb"), "--eval-freq", "100000"]
+    base += ["--eval-episodes", "1", "--checkpoint-freq", "100"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(base + list(extra), capture_output=True, text=True, timeout=600)
+
+    first = run("--timesteps", "200")
+    assert first.returncode == 0, first.stderr[-2000:]
+    ckpt = tmp_path / "agent_ckpt"
+    assert sorted(p.name for p in ckpt.glob("sac_replay_buffer_*")) == [
+        "sac_replay_buffer_200_steps.pkl"
+    ]
+    assert {p.name for p in ckpt.glob("sac_*_steps.zip")} == {
+        "sac_100_steps.zip",
+        "sac_200_steps.zip",
+    }
+    second = run("--timesteps", "300", "--resume")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "(200 steps)" in second.stdout and "warning" not in second.stdout
+    assert SAC.load(out).num_timesteps == 300
+    # SB3 checkpoints in the step's callback, before it stores the step's transition, so a
+    # buffer saved at step n holds n - 1 rows: 199 loaded + 99 new. Without it: 99.
+    assert load_from_pkl(ckpt / "sac_replay_buffer_300_steps.pkl").size() == 298
+    assert not (ckpt / "sac_replay_buffer_200_steps.pkl").exists()
+
+    ppo_env = next(n for n in jw.available_experts() if expert_record(n).get("algorithm") is None)
+    shipped = EXPERT_DIR / f"{ppo_env}.zip"
+    before = shipped.stat().st_mtime
+    cmd = [sys.executable, str(script), "--env", ppo_env, "--algo", "sac", "--resume"]
+    refused = subprocess.run(
+        [*cmd, "--timesteps", "1"], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2
+    assert f"the shipped {ppo_env} agent is PPO, not SAC" in refused.stderr
+    assert "compiling" not in refused.stderr and shipped.stat().st_mtime == before

@@ -100,6 +100,12 @@ def test_envs_of_one_kind_share_one_compiled_step(vec64) -> None:
     other.reset()
     _, _, _, infos = other.step(np.zeros((N, 1)))
     assert program._cache_size() == compiled and "jacobian_state" in infos[0]
+    # The recomputation of unverified rows too: the second env's compiles nothing.
+    recompute = jw.vec_env._recompute_program(vec64.sim).__wrapped__
+    first, _ = vec64._recompute(vec64._state, np.arange(N))
+    programs = recompute._cache_size()
+    again, _ = other._recompute(other._state, np.arange(N))
+    assert recompute._cache_size() == programs and again.shape == first.shape
     longer = jw.PlaygroundVecEnv("CartpoleBalance", N, precision="float64", episode_length=5)
     assert longer._step_fns[True] is not vec64._step_fns[True]  # another limit, another program
 
