@@ -72,8 +72,14 @@ def hyperparameters(env_name: str, algo: str = "ppo") -> dict:
 
 
 def _latest_checkpoint(folder: Path, algo: str) -> Path | None:
-    """The checkpoint of ``folder`` with the most steps (``<algo>_<steps>_steps.zip``)."""
+    """The checkpoint of ``folder`` with the most steps (``<algo>_<steps>_steps.zip``).
+
+    For SAC, the newest one whose replay buffer was saved too: a run stopped between
+    the two files resumes from the checkpoint before, with its buffer.
+    """
     found = sorted(folder.glob(f"{algo}_*_steps.zip"), key=lambda p: int(p.stem.split("_")[1]))
+    if algo == "sac":
+        found = [p for p in found if (folder / f"sac_replay_buffer_{p.stem[4:]}.pkl").exists()]
     return found[-1] if found else None
 
 

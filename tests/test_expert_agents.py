@@ -134,8 +134,9 @@ def test_reproduce_paper_with_the_expert_writes_data_cards_and_report(tmp_path) 
 
 
 def test_train_expert_resumes_sac_with_its_newest_replay_buffer(tmp_path) -> None:
-    """A stopped SAC run resumes with the buffer it had (older buffers are deleted); a shipped
-    agent of another algorithm is refused before any compile."""
+    """A stopped SAC run resumes with the buffer it had (older buffers are deleted, a model
+    saved without its buffer is passed over); a shipped agent of another algorithm is
+    refused before any compile."""
     import subprocess
     import sys
     from pathlib import Path
@@ -162,6 +163,8 @@ def test_train_expert_resumes_sac_with_its_newest_replay_buffer(tmp_path) -> Non
         "sac_100_steps.zip",
         "sac_200_steps.zip",
     }
+    # A run stopped after saving a model but before its buffer resumes from the one before.
+    (ckpt / "sac_250_steps.zip").write_bytes(b"")
     second = run("--timesteps", "300", "--resume")
     assert second.returncode == 0, second.stderr[-2000:]
     assert "(200 steps)" in second.stdout and "warning" not in second.stdout
