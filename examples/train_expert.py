@@ -71,16 +71,26 @@ def hyperparameters(env_name: str, algo: str = "ppo") -> dict:
     return {**DEFAULT, **HYPERPARAMS.get(env_name, {})}
 
 
+def _steps(path: Path) -> int:
+    """The steps in an SB3 checkpoint's name (``<prefix>_<steps>_steps.zip``, ``.pkl``)."""
+    return int(path.stem.split("_")[-2])
+
+
 def _latest_checkpoint(folder: Path, algo: str) -> Path | None:
     """The checkpoint of ``folder`` with the most steps (``<algo>_<steps>_steps.zip``).
 
     For SAC, the newest one whose replay buffer was saved too: a run stopped between
     the two files resumes from the checkpoint before, with its buffer.
     """
-    found = sorted(folder.glob(f"{algo}_*_steps.zip"), key=lambda p: int(p.stem.split("_")[1]))
+    found = sorted(folder.glob(f"{algo}_*_steps.zip"), key=_steps)
     if algo == "sac":
-        found = [p for p in found if (folder / f"sac_replay_buffer_{p.stem[4:]}.pkl").exists()]
+        found = [p for p in found if _replay_buffer(folder, algo, _steps(p)).exists()]
     return found[-1] if found else None
+
+
+def _replay_buffer(folder: Path, algo: str, steps: int) -> Path:
+    """Where SB3's CheckpointCallback saves the replay buffer of the checkpoint at ``steps``."""
+    return folder / f"{algo}_replay_buffer_{steps}_steps.pkl"
 
 
 def _prune_replay_buffers(folder: Path, algo: str) -> None:
@@ -89,9 +99,7 @@ def _prune_replay_buffers(folder: Path, algo: str) -> None:
     Each holds SB3's whole preallocated buffer (116 MB for FingerTurnEasy's 1M rows, full or
     not), and a resumed run needs only the newest.
     """
-    found = sorted(
-        folder.glob(f"{algo}_replay_buffer_*_steps.pkl"), key=lambda p: int(p.stem.split("_")[-2])
-    )
+    found = sorted(folder.glob(f"{algo}_replay_buffer_*_steps.pkl"), key=_steps)
     for old in found[:-1]:
         old.unlink()
 
@@ -173,7 +181,7 @@ def main() -> None:
     )
     if latest is not None:
         model = algo_class.load(latest, env=env, tensorboard_log=args.logdir)
-        buffer = latest.parent / f"{args.algo}_replay_buffer_{model.num_timesteps}_steps.pkl"
+        buffer = _replay_buffer(latest.parent, args.algo, model.num_timesteps)
         if args.algo == "sac" and buffer.exists():
             model.load_replay_buffer(buffer)
         elif args.algo == "sac":
